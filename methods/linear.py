@@ -1,0 +1,16 @@
+"""Linear probing baseline: only the classification head trains (the core always trains the head), so this
+method adds and unfreezes nothing."""
+from __future__ import annotations
+
+import torch.nn as nn
+
+from petlbench.method import PETLMethod, register_method
+
+
+@register_method("linear")
+class Linear(PETLMethod):
+    mergeable = True  # nothing to merge
+    paper = "baseline"
+
+    def mark_trainable(self, model: nn.Module) -> None:
+        pass

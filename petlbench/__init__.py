@@ -1,0 +1,21 @@
+"""petlbench: parameter-efficient transfer learning methods, benchmarks and tables on one footing.
+
+    import petlbench
+    petlbench.list_methods()
+    model = petlbench.create_model("vit_base_patch16_224", method="repadapter", num_classes=100)
+    petlbench.count_trainable(model, include_head=False)
+    plain = petlbench.merge(model)
+    petlbench.save_tuned(model, "task.safetensors"); petlbench.load_tuned(model, "task.safetensors")
+"""
+from .api import apply_method, count_paper, count_trainable, create_model, get_method, list_methods, merge, method_of
+from .checkpoint import load_tuned, save_tuned
+from .errors import CheckpointError, ConfigError, MergeError, PETLBenchError, UnknownNameError
+from .method import METHODS, PETLInfo, PETLMethod, Wrapper, register_method
+from .sites import Site
+
+__version__ = "0.1.0"
+__all__ = [
+    "create_model", "apply_method", "list_methods", "get_method", "method_of", "count_trainable", "count_paper",
+    "merge", "save_tuned", "load_tuned", "PETLMethod", "Wrapper", "register_method", "METHODS", "PETLInfo", "Site",
+    "PETLBenchError", "ConfigError", "UnknownNameError", "CheckpointError", "MergeError",
+]

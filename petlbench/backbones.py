@@ -1,0 +1,44 @@
+"""Backbone creation: timm names (and later open_clip / video), weights from a hub tag or a local file."""
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import torch.nn as nn
+
+from .errors import PETLBenchError, UnknownNameError
+from .registry import did_you_mean
+
+
+def create_backbone(name: str, num_classes: int, pretrained: bool | str = False, **kwargs: Any) -> nn.Module:
+    """A timm model `name` with a fresh `num_classes` head.
+
+    `pretrained`: False (random init), True (timm's default tag for `name`, from the hub or its cache), or a
+    path to a local checkpoint (.npz as Google released ViT-B_16.npz, .pth, .bin or .safetensors), which timm
+    loads with its own key mapping. Extra keyword arguments go to `timm.create_model` (img_size, depth,
+    drop_path_rate, class_token, ...).
+    """
+    import timm
+
+    if not timm.is_model(name):
+        raise UnknownNameError(
+            f"unknown backbone {name!r}{did_you_mean(name, timm.list_models())}; "
+            f"list them with: python -c \"import timm; print(timm.list_models('vit_*'))\""
+        )
+    if isinstance(pretrained, str):
+        path = os.path.expanduser(pretrained)
+        if not os.path.isfile(path):
+            raise PETLBenchError(f"pretrained checkpoint {pretrained!r} does not exist")
+        kwargs["pretrained_cfg_overlay"] = dict(file=path)
+        pretrained = True
+    try:
+        return timm.create_model(name, pretrained=bool(pretrained), num_classes=num_classes, **kwargs)
+    except TypeError as e:  # an unknown timm kwarg
+        raise PETLBenchError(f"backbone {name!r} does not accept {sorted(kwargs)}: {e}") from None
+
+
+def head_parameters(model: nn.Module) -> list[nn.Parameter]:
+    """Parameters of the classification head (timm's `get_classifier()`)."""
+    get = getattr(model, "get_classifier", None)
+    head = get() if get is not None else None
+    return list(head.parameters()) if isinstance(head, nn.Module) else []

@@ -1,0 +1,94 @@
+"""Merging is linear algebra, written once.
+
+Every mergeable method reduces its extra computation to one of three exact identities on a layer
+f(x) = W x + b (Linear), or its per-output-channel relatives (1x1/kxk Conv2d, LayerNorm affine):
+
+  fold_input_affine   f(M x + c)       = (W M) x + (W c + b)                 RepAdapter (x' = x + s B A x + ...)
+  fold_output_affine  s * f(x) + t     = (diag(s) W) x + (s * b + t)         SSF after Linear / Conv2d / LayerNorm
+  add_weight_delta    f(x) + D x       = (W + D) x + b                       LoRA (D = alpha/r * B A)
+
+Each returns a new layer of the same type as the input (so a merged model is a plain backbone). The
+arithmetic runs in float64 and is cast back to the layer's dtype, so merging adds no rounding of its own
+beyond that final cast.
+"""
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.nn as nn
+from torch import Tensor
+
+from .errors import MergeError
+
+
+def _new_like(layer: nn.Module, weight: Tensor, bias: Tensor | None) -> nn.Module:
+    out = copy.deepcopy(layer)
+    ref = layer.weight
+    out.weight = nn.Parameter(weight.to(ref.dtype), requires_grad=ref.requires_grad)
+    if bias is not None:
+        out.bias = nn.Parameter(bias.to(ref.dtype), requires_grad=ref.requires_grad)
+    return out
+
+
+def _f64(t: Tensor | None) -> Tensor | None:
+    return None if t is None else t.detach().to(torch.float64)
+
+
+def fold_input_affine(layer: nn.Linear, matrix: Tensor | None = None, shift: Tensor | None = None) -> nn.Linear:
+    """A Linear g with g(x) == layer(matrix @ x + shift). `matrix` is (in, in), `shift` is (in,)."""
+    if not isinstance(layer, nn.Linear):
+        raise MergeError(f"fold_input_affine needs an nn.Linear, got {type(layer).__name__}")
+    W, b = _f64(layer.weight), _f64(layer.bias)
+    if matrix is not None:
+        if matrix.shape != (W.shape[1], W.shape[1]):
+            raise MergeError(f"input map of shape {tuple(matrix.shape)} does not fit a Linear with in={W.shape[1]}")
+        W_new = W @ _f64(matrix)
+    else:
+        W_new = W
+    b_new = b
+    if shift is not None:
+        extra = W @ _f64(shift)
+        if b is None and bool(extra.abs().max() > 0):
+            # The merged layer needs a bias the backbone does not have; it stays exact but gains a parameter.
+            b_new = extra
+        elif b is not None:
+            b_new = b + extra
+    return _new_like(layer, W_new, b_new)  # type: ignore[return-value]
+
+
+def fold_output_affine(layer: nn.Module, scale: Tensor | None = None, shift: Tensor | None = None) -> nn.Module:
+    """A layer g of the same type with g(x) == scale * layer(x) + shift, per output channel.
+
+    Supports nn.Linear, nn.Conv1d/2d/3d (channel dim 1) and nn.LayerNorm with an elementwise affine.
+    """
+    if isinstance(layer, nn.LayerNorm):
+        if not layer.elementwise_affine:
+            raise MergeError("cannot fold into a LayerNorm without elementwise affine")
+        W = _f64(layer.weight)
+        b = _f64(layer.bias) if layer.bias is not None else torch.zeros_like(W)
+    elif isinstance(layer, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)):
+        W = _f64(layer.weight)
+        b = _f64(layer.bias) if layer.bias is not None else torch.zeros(W.shape[0], dtype=torch.float64, device=W.device)
+    else:
+        raise MergeError(f"fold_output_affine does not support {type(layer).__name__}")
+    s = _f64(scale) if scale is not None else torch.ones_like(b)
+    t = _f64(shift) if shift is not None else torch.zeros_like(b)
+    if s.shape != b.shape or t.shape != b.shape:
+        raise MergeError(f"scale/shift of shape {tuple(s.shape)}/{tuple(t.shape)} do not fit {tuple(b.shape)} channels")
+    view = (-1,) + (1,) * (W.dim() - 1)
+    W_new = W * s.view(view)
+    b_new = s * b + t
+    if getattr(layer, "bias", None) is None and not bool(b_new.abs().max() > 0):
+        b_new = None
+    return _new_like(layer, W_new, b_new)
+
+
+def add_weight_delta(layer: nn.Linear, delta: Tensor) -> nn.Linear:
+    """A Linear g with g(x) == layer(x) + delta @ x. `delta` has the weight's shape (out, in)."""
+    if not isinstance(layer, nn.Linear):
+        raise MergeError(f"add_weight_delta needs an nn.Linear, got {type(layer).__name__}")
+    if delta.shape != layer.weight.shape:
+        raise MergeError(f"weight delta of shape {tuple(delta.shape)} does not fit {tuple(layer.weight.shape)}")
+    bias = layer.bias.detach() if layer.bias is not None else None
+    return _new_like(layer, _f64(layer.weight) + _f64(delta), bias)  # type: ignore[return-value]

@@ -1,0 +1,85 @@
+"""Where methods attach: logical sites per backbone family, found by module name pattern and type.
+
+A method asks for a site kind ("attn_in", "mlp_in", ...); this module knows which modules of which family
+that means. Nothing here knows any method. Adding a family is one entry in `FAMILY_SITES` plus a detector.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import torch.nn as nn
+
+from .errors import PETLBenchError
+
+
+@dataclass(frozen=True)
+class SitePattern:
+    """Modules whose full name matches `pattern` and that are instances of `types` (empty: any type)."""
+
+    pattern: str
+    types: tuple[type, ...] = ()
+    doc: str = ""
+
+
+# timm VisionTransformer (and its relatives that keep the `blocks.N.{norm1,attn,mlp}` layout).
+_VIT = {
+    "block": SitePattern(r"blocks\.\d+", (), "a transformer block (input: the residual stream)"),
+    "attn_in": SitePattern(r"blocks\.\d+\.attn\.qkv", (nn.Linear,), "the fused qkv projection"),
+    "attn_out": SitePattern(r"blocks\.\d+\.attn\.proj", (nn.Linear,), "the attention output projection"),
+    "mlp": SitePattern(r"blocks\.\d+\.mlp", (), "the whole MLP (input: norm2 output)"),
+    "mlp_in": SitePattern(r"blocks\.\d+\.mlp\.fc1", (nn.Linear,), "the first MLP linear"),
+    "mlp_out": SitePattern(r"blocks\.\d+\.mlp\.fc2", (nn.Linear,), "the second MLP linear"),
+    "block_norm": SitePattern(r"blocks\.\d+\.norm[12]", (nn.LayerNorm,), "pre-attention and pre-MLP norms"),
+    "final_norm": SitePattern(r"(norm|fc_norm)", (nn.LayerNorm,), "the norm before the head"),
+    "patch_embed": SitePattern(r"patch_embed\.proj", (nn.Conv2d,), "the patch projection"),
+}
+
+FAMILY_SITES: dict[str, dict[str, SitePattern]] = {"vit": _VIT}
+
+
+def detect_family(model: nn.Module) -> str:
+    """The family name of `model` ('vit'), by isinstance; PETLBenchError for a backbone no family covers."""
+    from timm.models.vision_transformer import VisionTransformer
+
+    if isinstance(model, VisionTransformer):
+        return "vit"
+    raise PETLBenchError(
+        f"backbone of type {type(model).__name__} belongs to no known family; known: {', '.join(FAMILY_SITES)}"
+    )
+
+
+@dataclass(frozen=True)
+class Site:
+    """One place a method attaches: the module's full name, its site kind, and the module itself."""
+
+    name: str
+    kind: str
+    module: nn.Module
+
+
+def find_sites(model: nn.Module, family: str, kind: str, required: bool = True) -> list[Site]:
+    """All modules of `model` at site `kind`, in model order. Raises when `required` and none match."""
+    table = FAMILY_SITES[family]
+    if kind not in table:
+        raise PETLBenchError(f"family {family!r} has no site {kind!r}; sites: {', '.join(table)}")
+    spec = table[kind]
+    rx = re.compile(spec.pattern + r"\Z")
+    found = [
+        Site(name, kind, mod)
+        for name, mod in model.named_modules()
+        if name and rx.match(name) and (not spec.types or isinstance(mod, spec.types))
+    ]
+    if required and not found:
+        raise PETLBenchError(
+            f"no module of this {family} backbone ({type(model).__name__}) matches site {kind!r} "
+            f"(pattern {spec.pattern!r}, types {[t.__name__ for t in spec.types] or 'any'})"
+        )
+    return found
+
+
+def replace_module(model: nn.Module, name: str, new: nn.Module) -> None:
+    """Put `new` at dotted path `name` inside `model` (works through Sequential/ModuleList indices)."""
+    parent_name, _, child = name.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    setattr(parent, child, new)
