@@ -3,7 +3,7 @@ query and value parts of a ViT's fused qkv projection (the setting of the NOAH /
 
     q = W_q x + (alpha / r) * B_q A_q x,   v likewise;  A: r x d (Kaiming-uniform), B: d x r (zeros)
 
-Merge: W_qkv' = W_qkv + (alpha / r) [B_q A_q; 0; B_v A_v] (`merge.add_weight_delta`).
+Merge: W_qkv' = W_qkv + (alpha / r) [B_q A_q; 0; B_v A_v] (`folding.add_weight_delta`).
 Parameters per block: 2 * len(targets) * r * d; ViT-B/16, r=8, q and v: 294,912.
 """
 from __future__ import annotations
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-from petlbench.merge import add_weight_delta
+from petlbench.folding import add_weight_delta
 from petlbench.method import PETLMethod, Wrapper, register_method
 from petlbench.sites import Site
 

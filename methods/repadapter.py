@@ -8,7 +8,7 @@ A linear adapter in front of a Linear layer (eq. 4 of the paper):
 placed before `attn.qkv` ("attn"), before `mlp.fc1` ("mlp"), or both (the paper's RepAdapter). There is no
 nonlinearity, so in eval mode the adapter is an affine map x' = M x + c with M = I + s W_B W_A and
 c = s (W_B b_A + b_B), W_B block-diagonal; it folds into the next Linear (eq. 7):
-W' = W M, b' = b + W c (`merge.fold_input_affine`). B starts at zero, so training starts from the backbone.
+W' = W M, b' = b + W c (`folding.fold_input_affine`). B starts at zero, so training starts from the backbone.
 
 Parameters per adapter: d*h + h (A) + d*h/g + d (B). ViT-B/16, h=8, g=2, both places: 24 adapters,
 239,808 with biases; 221,184 weights only (the paper's "0.22M").
@@ -21,7 +21,7 @@ from typing import Literal
 import torch
 import torch.nn as nn
 
-from petlbench.merge import fold_input_affine
+from petlbench.folding import fold_input_affine
 from petlbench.method import PETLMethod, Wrapper, register_method
 from petlbench.sites import Site
 

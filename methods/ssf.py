@@ -4,7 +4,7 @@
                               (norm1, norm2, the final norm) and the patch-embedding conv
 
 gamma ~ N(1, 0.02), beta ~ N(0, 0.02) as in SSF's code. Each (gamma, beta) follows a linear layer, so it folds
-into it exactly (eq. 5 of the paper; `merge.fold_output_affine`): W' = diag(gamma) W, b' = gamma b + beta.
+into it exactly (eq. 5 of the paper; `folding.fold_output_affine`): W' = diag(gamma) W, b' = gamma b + beta.
 Parameters on ViT-B/16: 2 * (12 * (2304 + 768 + 3072 + 768 + 768 + 768) + 768 + 768) = 205,824.
 """
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from petlbench.merge import fold_output_affine
+from petlbench.folding import fold_output_affine
 from petlbench.method import PETLMethod, Wrapper, register_method
 from petlbench.sites import Site
 

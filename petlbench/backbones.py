@@ -10,6 +10,17 @@ from .errors import PETLBenchError, UnknownNameError
 from .registry import did_you_mean
 
 
+def check_backbone(name: str) -> None:
+    """UnknownNameError for a name timm does not know, with the closest one."""
+    import timm
+
+    if not isinstance(name, str) or not timm.is_model(name):
+        raise UnknownNameError(
+            f"unknown backbone {name!r}{did_you_mean(str(name), timm.list_models())}; "
+            f"list them with: python -c \"import timm; print(timm.list_models('vit_*'))\""
+        )
+
+
 def create_backbone(name: str, num_classes: int, pretrained: bool | str = False, **kwargs: Any) -> nn.Module:
     """A timm model `name` with a fresh `num_classes` head.
 
@@ -20,11 +31,7 @@ def create_backbone(name: str, num_classes: int, pretrained: bool | str = False,
     """
     import timm
 
-    if not timm.is_model(name):
-        raise UnknownNameError(
-            f"unknown backbone {name!r}{did_you_mean(name, timm.list_models())}; "
-            f"list them with: python -c \"import timm; print(timm.list_models('vit_*'))\""
-        )
+    check_backbone(name)
     if isinstance(pretrained, str):
         path = os.path.expanduser(pretrained)
         if not os.path.isfile(path):

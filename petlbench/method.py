@@ -1,7 +1,7 @@
 """The plug-in API: subclass `PETLMethod`, register it, and every tool in the suite can use it.
 
 A method says *where* it attaches (site kinds, see `sites.py`), *what* it puts there (`wrap`), and, when it
-is mergeable, how each wrapper folds back into a plain layer (`Wrapper.merged`, via `merge.py`).
+is mergeable, how each wrapper folds back into a plain layer (`Wrapper.merged`, via `folding.py`).
 Freezing, the classification head, counting, saving and merging the whole model are done by the core
 (`petlbench.api`), the same way for every method.
 

@@ -13,9 +13,11 @@ T = TypeVar("T")
 
 
 def did_you_mean(name: str, known: Iterable[str]) -> str:
-    """' did you mean 'x'?' for the closest known name, or '' when nothing is close."""
-    close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)
-    return f"; did you mean {close[0]!r}?" if close else ""
+    """'; did you mean 'x'?' for the closest known names (prefix matches first), or '' when nothing is close."""
+    known = sorted(known)
+    close = [k for k in known if k.startswith(name)][:3] if name else []
+    close = close or difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+    return f"; did you mean {' or '.join(map(repr, close))}?" if close else ""
 
 
 class Registry(Generic[T]):

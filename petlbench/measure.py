@@ -1,0 +1,234 @@
+"""Efficiency measurements: parameters, FLOPs, latency and peak memory, unmerged vs merged vs the plain
+backbone, all in one run so that ratios (not absolute times on shared machines) carry the result.
+
+Timing: every model is warmed up, then timed in interleaved rounds (each round runs every model once, in a
+rotated order), so slow drift of a shared CPU hits all models alike. Reported: the median latency of each
+model, and the median over rounds of its time divided by the plain backbone's time in the same round.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import statistics
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterator
+
+import torch
+import torch.nn as nn
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[str, int, int], None]
+
+
+def _noop(stage: str, done: int, total: int) -> None:
+    pass
+
+
+@contextlib.contextmanager
+def explicit_attention(model: nn.Module) -> Iterator[None]:
+    """Temporarily turn off fused SDPA in timm attention (`fused_attn`), so FLOP counters see the attention
+    matmuls (FlopCounterMode does not count the CPU SDPA kernel)."""
+    mods = [m for m in model.modules() if isinstance(getattr(m, "fused_attn", None), bool)]
+    saved = [m.fused_attn for m in mods]
+    for m in mods:
+        m.fused_attn = False
+    try:
+        yield
+    finally:
+        for m, s in zip(mods, saved):
+            m.fused_attn = s
+
+
+def count_flops(model: nn.Module, x: torch.Tensor) -> int:
+    """FLOPs of one forward pass (torch FlopCounterMode: a multiply-add counts 2)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    # no_grad, not inference_mode: FlopCounterMode's module tracker hooks trip over parameters as inputs
+    with torch.no_grad(), explicit_attention(model), FlopCounterMode(display=False) as fc:
+        model(x)
+    return int(fc.get_total_flops())
+
+
+@contextlib.contextmanager
+def _silence_fd2() -> Iterator[None]:
+    """Route the process's stderr (fd 2) to /dev/null: the profiler's C++ backend prints start/stop lines there
+    that no environment variable turns off, and they would break the CLI's progress display."""
+    import os
+    import sys
+
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def peak_memory_bytes(model: nn.Module, x: torch.Tensor) -> int:
+    """Peak memory of one inference forward: parameters and buffers plus the peak of memory allocated during
+    the pass. CUDA: the allocator's peak. CPU: replayed from torch.profiler's allocation events."""
+    device = x.device
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        with torch.inference_mode():
+            model(x)
+        torch.cuda.synchronize(device)
+        return int(torch.cuda.max_memory_allocated(device))
+    from torch.profiler import ProfilerActivity, profile
+
+    static = sum(t.numel() * t.element_size() for t in list(model.parameters()) + list(model.buffers()))
+    with _silence_fd2(), torch.inference_mode(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        model(x)
+    events = sorted((e for e in prof.events() if e.name == "[memory]"), key=lambda e: e.time_range.start)
+    live = peak = 0
+    for e in events:
+        live += e.cpu_memory_usage
+        peak = max(peak, live)
+    return static + x.numel() * x.element_size() + peak
+
+
+def time_interleaved(models: dict[str, nn.Module], x: torch.Tensor, reference: str, min_time: float = 2.0,
+                     min_repeats: int = 3, max_repeats: int = 50, progress: Progress = _noop) -> dict[str, dict]:
+    """Median latency (s) of each model on `x` and its median same-round ratio to `models[reference]`.
+    Assumes the models were warmed up. Rounds: enough for `min_time` seconds of the reference, clamped."""
+    device = x.device
+    names = list(models)
+
+    def once(name: str) -> float:
+        _sync(device)
+        t0 = time.perf_counter()
+        models[name](x)
+        _sync(device)
+        return time.perf_counter() - t0
+
+    with torch.inference_mode():
+        estimate = once(reference)
+        rounds = max(min_repeats, min(max_repeats, math.ceil(min_time / max(estimate, 1e-6))))
+        times: dict[str, list[float]] = {n: [] for n in names}
+        for r in range(rounds):
+            k = r % len(names)
+            for n in names[k:] + names[:k]:  # rotate the order: no model always runs first or last
+                times[n].append(once(n))
+            progress("time", r + 1, rounds)
+    ref = times[reference]
+    return {
+        n: {"latency_s": statistics.median(ts), "ratio": statistics.median(t / q for t, q in zip(ts, ref)),
+            "rounds": rounds}
+        for n, ts in times.items()
+    }
+
+
+@dataclass
+class Variant:
+    """One row of the efficiency table: a model and what it is."""
+
+    method: str
+    form: str  # "plain" | "unmerged" | "merged"
+    model: nn.Module
+    params_trainable: int | None = None  # head excluded
+    params_paper: int | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def build_variants(backbone: str, methods: list[str], method_cfgs: dict[str, dict] | None = None,
+                   num_classes: int = 1000, **backbone_kwargs) -> list[Variant]:
+    """The plain backbone, each method unmerged, and each merged model that differs from the plain one.
+
+    Methods that add no module (bitfit, full, linear) already are the plain architecture: they get one row."""
+    from .api import count_paper, count_trainable, create_model, merge
+    from .backbones import create_backbone
+    from .method import METHODS, Wrapper
+
+    plain = create_backbone(backbone, num_classes=num_classes, pretrained=False, **backbone_kwargs)
+    rows = [Variant("plain", "plain", plain, 0, 0)]
+    for name in methods:
+        model = create_model(backbone, method=name, num_classes=num_classes,
+                             method_cfg=(method_cfgs or {}).get(name), **backbone_kwargs)
+        n, paper = count_trainable(model, include_head=False), count_paper(model)
+        wrapped = any(isinstance(m, Wrapper) for m in model.modules())
+        rows.append(Variant(name, "unmerged", model, n, paper,
+                            [] if wrapped else ["adds no module: already the plain architecture"]))
+        if wrapped and METHODS.get(name).mergeable:
+            rows.append(Variant(name, "merged", merge(model), n, paper))
+    return rows
+
+
+def efficiency_table(backbone: str = "vit_base_patch16_224", methods: list[str] | None = None,
+                     batch_sizes: tuple[int, ...] = (1, 64), img_size: int = 224, device: str = "cpu",
+                     dtype: str = "fp32", method_cfgs: dict[str, dict] | None = None, min_time: float = 2.0,
+                     min_repeats: int = 3, num_classes: int = 1000, progress: Progress = _noop,
+                     **backbone_kwargs):
+    """One row per (method, form): trainable parameters (both conventions), GMACs/GFLOPs at `img_size`,
+    latency and peak memory at each batch size, each with its ratio to the plain backbone timed in the same
+    run. Returns a pandas DataFrame (results as data; `report.py` formats it)."""
+    import pandas as pd
+
+    from .api import list_methods
+
+    methods = methods or list_methods()
+    dev, dt = torch.device(device), DTYPES[dtype]
+    progress("build", 0, 1)
+    rows = build_variants(backbone, methods, method_cfgs, num_classes, **backbone_kwargs)
+    progress("build", 1, 1)
+    for r in rows:
+        r.model.eval().to(device=dev, dtype=dt)
+    keys = [f"{r.method}/{r.form}" for r in rows]
+    records = [{"method": r.method, "form": r.form, "params_trainable": r.params_trainable,
+                "params_paper": r.params_paper, "params_total": sum(p.numel() for p in r.model.parameters()),
+                "notes": "; ".join(r.notes)} for r in rows]
+    for i, r in enumerate(rows):
+        x = torch.randn(1, 3, img_size, img_size, device=dev, dtype=dt)
+        flops = count_flops(r.model, x)
+        records[i]["gflops"] = flops / 1e9
+        records[i]["gmacs"] = flops / 2e9
+        progress("flops", i + 1, len(rows))
+    for bs in batch_sizes:
+        x = torch.randn(bs, 3, img_size, img_size, device=dev, dtype=dt)
+        for i, r in enumerate(rows):  # the memory pass doubles as warm-up
+            records[i][f"peak_mem_mb_bs{bs}"] = peak_memory_bytes(r.model, x) / 2**20
+            with torch.inference_mode():
+                r.model(x)
+            progress(f"warm-up bs{bs}", i + 1, len(rows))
+        timing = time_interleaved(dict(zip(keys, (r.model for r in rows))), x, reference="plain/plain",
+                                  min_time=min_time, min_repeats=min_repeats,
+                                  progress=lambda s, d, t, bs=bs: progress(f"time bs{bs}", d, t))
+        for i, k in enumerate(keys):
+            records[i][f"latency_ms_bs{bs}"] = timing[k]["latency_s"] * 1e3
+            records[i][f"latency_ratio_bs{bs}"] = timing[k]["ratio"]
+            records[i][f"rounds_bs{bs}"] = timing[k]["rounds"]
+    df = pd.DataFrame.from_records(records)
+    plain = df[df.form == "plain"].iloc[0]
+    df["gflops_ratio"] = df["gflops"] / plain["gflops"]
+    for bs in batch_sizes:
+        df[f"peak_mem_ratio_bs{bs}"] = df[f"peak_mem_mb_bs{bs}"] / plain[f"peak_mem_mb_bs{bs}"]
+    return df
+
+
+def environment(device: str, dtype: str) -> dict:
+    """What the numbers were measured on."""
+    import platform
+
+    import timm
+
+    env = {"torch": torch.__version__, "timm": timm.__version__, "python": platform.python_version(),
+           "device": device, "dtype": dtype, "threads": torch.get_num_threads(), "machine": platform.machine(),
+           "processor": platform.processor() or "unknown"}
+    if device.startswith("cuda") and torch.cuda.is_available():
+        env["gpu"] = torch.cuda.get_device_name(torch.device(device))
+    return env
