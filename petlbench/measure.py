@@ -184,7 +184,7 @@ def efficiency_table(backbone: str = "vit_base_patch16_224", methods: list[str] 
     methods = methods or list_methods()
     dev, dt = torch.device(device), DTYPES[dtype]
     progress("build", 0, 1)
-    rows = build_variants(backbone, methods, method_cfgs, num_classes, **backbone_kwargs)
+    rows = build_variants(backbone, methods, method_cfgs, num_classes, img_size=img_size, **backbone_kwargs)
     progress("build", 1, 1)
     for r in rows:
         r.model.eval().to(device=dev, dtype=dt)
