@@ -49,3 +49,28 @@ def head_parameters(model: nn.Module) -> list[nn.Parameter]:
     get = getattr(model, "get_classifier", None)
     head = get() if get is not None else None
     return list(head.parameters()) if isinstance(head, nn.Module) else []
+
+
+def _register_mini() -> None:
+    """`petlbench_vit_mini`: a 32 px ViT (patch 4, width 96, depth 6, 3 heads; 0.67M parameters) for the offline
+    mini-benchmark, built by timm's own ViT builder so every method and loader treats it as any timm ViT."""
+    from timm.models import register_model
+    from timm.models._builder import build_model_with_cfg
+    from timm.models._registry import generate_default_cfgs
+    from timm.models.vision_transformer import VisionTransformer, checkpoint_filter_fn
+
+    global default_cfgs  # timm's register_model reads the module's `default_cfgs`
+    default_cfgs = generate_default_cfgs({"petlbench_vit_mini": {
+        "url": "", "num_classes": 0, "input_size": (3, 32, 32), "interpolation": "bicubic", "crop_pct": 1.0,
+        "mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225), "first_conv": "patch_embed.proj",
+        "classifier": "head"}})
+
+    @register_model
+    def petlbench_vit_mini(pretrained: bool = False, **kwargs):
+        args = dict(img_size=32, patch_size=4, embed_dim=96, depth=6, num_heads=3, mlp_ratio=4.0)
+        args.update(kwargs)
+        return build_model_with_cfg(VisionTransformer, "petlbench_vit_mini", pretrained,
+                                    pretrained_filter_fn=checkpoint_filter_fn, **args)
+
+
+_register_mini()

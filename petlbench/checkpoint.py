@@ -19,7 +19,8 @@ def atomic_write_bytes(path: str, write) -> None:
     """Call `write(tmp_path)` then rename onto `path`: a crash never leaves a half-written file at `path`."""
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
+    # Keep the target's extension: torch.save rejects a dot-file name without one.
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=os.path.splitext(path)[1], dir=directory)
     os.close(fd)
     try:
         write(tmp)

@@ -1,6 +1,9 @@
 """The command line: the only place that parses argv or prints.
 
     petlbench methods                      list the registered methods, their options and defaults
+    petlbench tasks [--benchmark NAME]     list the registered tasks, their classes, splits and protocol
+    petlbench run --task T --method M ...  train one task with one method, append a record to the store
+    petlbench mini                         the offline mini-benchmark (all methods, generated data, CPU)
     petlbench bench [--backbone NAME] ...  the efficiency table (params, GMACs, latency, memory; merged vs not)
 """
 from __future__ import annotations
@@ -96,12 +99,16 @@ def cmd_bench(args: argparse.Namespace) -> int:
     started = datetime.datetime.now(datetime.timezone.utc)
     try:
         df = efficiency_table(args.backbone, methods, args.batch_sizes, args.img_size, args.device, args.dtype,
-                              cfgs, args.min_time, args.min_repeats, progress=bar)
+                              cfgs, args.min_time, args.min_repeats, progress=bar,
+                              forms=("unmerged", "merged") if args.forms == "all" else (args.forms,))
     finally:
         bar.close()
     stem = args.backbone if (args.device, args.dtype) == ("cpu", "fp32") else \
         f"{args.backbone}_{args.device.replace(':', '')}_{args.dtype}"
-    meta = {"backbone": args.backbone, "img_size": args.img_size, "batch_sizes": list(args.batch_sizes),
+    if args.forms != "all":
+        stem += f"_{args.forms}"
+    rounds = ", ".join(f"bs{bs}: {int(df[f'rounds_bs{bs}'].iloc[0])} rounds" for bs in args.batch_sizes)
+    meta = {"backbone": args.backbone, "img_size": args.img_size, "batch_sizes": list(args.batch_sizes), "rounds": rounds,
             "methods": methods, "method_cfgs": cfgs, "environment": environment(args.device, args.dtype),
             "command": "petlbench " + " ".join(shlex.quote(a) for a in args.argv),
             "date": started.strftime("%Y-%m-%d %H:%M UTC"),
@@ -114,11 +121,148 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_tasks(args: argparse.Namespace) -> int:
+    from .task import TASKS
+
+    names = [n for n in TASKS.names() if not args.benchmark or TASKS.get(n).benchmark == args.benchmark]
+    if not names:
+        benchmarks = sorted({TASKS.get(n).benchmark for n in TASKS.names()})
+        raise ConfigError(f"--benchmark {args.benchmark!r}: no such benchmark; known: {', '.join(benchmarks)}")
+    print(f"{'task':30s} {'classes':>7s}  {'group':11s} splits / protocol")
+    for n in names:
+        t = TASKS.get(n)
+        p = t.protocol
+        proto = (f"{p.optimizer} lr {p.lr:g} wd {p.weight_decay:g}, batch {p.batch_size}, {p.epochs} ep "
+                 f"({p.warmup_epochs} warm-up), {p.img_size}px {p.interpolation}, "
+                 f"{'aug ' + p.randaugment if p.randaugment else 'no aug'}, {p.selection}")
+        role = "eval-only target" if t.eval_only else ""
+        print(f"{n:30s} {t.num_classes:7d}  {t.group or '-':11s} {','.join(t.splits) if len(t.splits) < 8 else f'{len(t.splits)} splits'}"
+              f" | {role or proto}")
+    return 0
+
+
+def _store_and_out(args: argparse.Namespace):
+    from .store import ResultStore
+
+    return ResultStore(args.store), args.out
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .config import parse_overrides
+    from .run import execute, resolve
+    from .task import TASKS
+
+    spec = resolve(args.task, args.method, parse_overrides(args.overrides, where="override"))
+    data_root = args.data_root
+    if spec.task.benchmark == "mini" and data_root is None:
+        from .tasks.mini import generate
+
+        data_root = generate()
+    if data_root is None:
+        raise ConfigError(f"task {args.task!r} needs --data-root (the folder that holds "
+                          f"{TASKS.get(args.task).name.split('/', 1)[1]}/)")
+    store, out = _store_and_out(args)
+    spec.execution.progress = not args.quiet
+    bar = _Bar(not args.quiet)
+    try:
+        rec = execute(spec, data_root, store, out, force=args.force,
+                      progress=lambda stage, d, t, info: bar(stage, d, t))
+    finally:
+        bar.close()
+    m = rec.get("metrics", {})
+    print(f"{rec['task']} {rec['method']}: top-1 {rec['value']:.2f}% ({m.get('split')}, epoch {m.get('epoch')}; "
+          f"{rec['selection'].split(':')[0]}), {rec['params']['trainable']:,} trainable params; "
+          f"record {rec['config_hash']} in {args.store}")
+    return 0
+
+
+def cmd_mini(args: argparse.Namespace) -> int:
+    from .mini import run_mini
+
+    store, out = _store_and_out(args)
+    bar = _Bar(not args.quiet)
+    try:
+        paths = run_mini(store, out, args.results, quick=args.quick, data_root=args.data_root,
+                         progress=lambda stage, d, t: bar(stage, d, t))
+    finally:
+        bar.close()
+    if not args.quiet:
+        with open(paths["md"], encoding="utf-8") as f:
+            print(f.read())
+    print("wrote " + ", ".join(paths.values()))
+    return 0
+
+
+def cmd_bench_train(args: argparse.Namespace) -> int:
+    from .api import get_method, list_methods
+    from .backbones import check_backbone
+    from .measure import environment, train_throughput
+    from .report import _write_text, markdown_table
+
+    methods = list_methods() if args.methods == "all" else [m.strip() for m in args.methods.split(",") if m.strip()]
+    check_backbone(args.backbone)
+    for m in methods:
+        get_method(m)
+    if args.device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise PETLBenchError(f"--device {args.device}: no CUDA device is available here; use --device cpu")
+    bar = _Bar(not args.quiet)
+    try:
+        df = train_throughput(args.backbone, methods, args.batch_size, args.img_size, args.device, args.amp,
+                              args.steps, progress=bar)
+    finally:
+        bar.close()
+    env = environment(args.device, args.amp)
+    rows = [[r.method, f"{r.params_trainable:,}", f"{r.step_s * 1e3:.0f}", f"{r.images_per_s:.1f}",
+             f"{r.speedup_vs_full:.2f}"] for r in df.itertuples()]
+    cmd = "petlbench " + " ".join(shlex.quote(a) for a in args.argv)
+    md = (f"# Training throughput: {args.backbone}\n\n" + markdown_table(
+        ["method", "trainable params (head excl.)", "step (ms)", "images/s", "x full fine-tuning"], rows) +
+        f"\n\nBatch {args.batch_size} at {args.img_size}px, AdamW over the trainable parameters only, "
+        f"median of {args.steps} steps after 1 warm-up, amp={args.amp}, {env['device']}"
+        + (f" ({env['gpu']})" if "gpu" in env else f", {env['threads']} threads")
+        + f", torch {env['torch']}. Made by `{cmd}`.\n")
+    os.makedirs(args.out, exist_ok=True)
+    stem = os.path.join(args.out, f"train_{args.backbone}_{args.device.replace(':', '')}")
+    _write_text(stem + ".csv", df.to_csv(index=False, float_format="%.6g"))
+    _write_text(stem + ".md", md)
+    print(md)
+    return 0
+
+
+def _add_store_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--store", default=os.path.join("results", "store"), help="result store (default: %(default)s)")
+    p.add_argument("--out", default=os.path.join("results", "runs"),
+                   help="tuned weights and per-epoch logs (default: %(default)s)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="petlbench", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
     m = sub.add_parser("methods", help="list registered methods")
     m.set_defaults(func=cmd_methods)
+    t = sub.add_parser("tasks", help="list registered tasks")
+    t.add_argument("--benchmark", default="", help="only this benchmark (vtab, fewshot, domain, mini)")
+    t.set_defaults(func=cmd_tasks)
+    r = sub.add_parser("run", help="train and evaluate one task with one method")
+    r.add_argument("--task", required=True, help="e.g. vtab/cifar (see `petlbench tasks`)")
+    r.add_argument("--method", required=True, help="e.g. repadapter (see `petlbench methods`)")
+    r.add_argument("--data-root", default=None, help="folder holding the dataset folders (mini: generated)")
+    r.add_argument("--force", action="store_true", help="run even if the store has this configuration")
+    r.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                   help="protocol (epochs=10, selection=clean, weights=none), execution (device=cuda, "
+                        "amp=bf16, compile=true) or method options (scale=0.1 or method.scale=0.1)")
+    _add_store_args(r)
+    r.set_defaults(func=cmd_run)
+    mi = sub.add_parser("mini", help="the offline mini-benchmark: all methods on generated data, table + plot")
+    mi.add_argument("--results", default=os.path.join("results", "mini"), help="tables and plots folder")
+    mi.add_argument("--data-root", default=None, help="where to generate the data (default: ~/.cache/petlbench/mini)")
+    mi.add_argument("--quick", action="store_true", help="2 epochs per run: a smoke test, not a result")
+    _add_store_args(mi)
+    mi.set_defaults(func=cmd_mini)
     b = sub.add_parser("bench", help="efficiency table: params, GMACs, latency, memory; merged vs unmerged")
     b.add_argument("--backbone", default="vit_base_patch16_224", help="timm model name (default: %(default)s)")
     b.add_argument("--methods", default="all", help="comma-separated method names, or 'all' (default)")
@@ -131,9 +275,22 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--min-time", type=float, default=2.0,
                    help="seconds of timing per model and batch size; sets the rounds (default: %(default)s)")
     b.add_argument("--min-repeats", type=int, default=3, help="at least this many timed rounds (default: 3)")
+    b.add_argument("--forms", choices=["all", "merged", "unmerged"], default="all",
+                   help="rows besides the plain backbone: both forms (default), or only merged / unmerged models")
     b.add_argument("--out", default=os.path.join("results", "efficiency"), help="output folder")
     b.add_argument("--quiet", action="store_true", help="no progress bars and no table on stdout")
     b.set_defaults(func=cmd_bench)
+    bt = sub.add_parser("bench-train", help="training images/s of each method vs full fine-tuning")
+    bt.add_argument("--backbone", default="vit_base_patch16_224")
+    bt.add_argument("--methods", default="all")
+    bt.add_argument("--batch-size", type=int, default=16)
+    bt.add_argument("--img-size", type=int, default=224)
+    bt.add_argument("--device", default="cpu")
+    bt.add_argument("--amp", choices=["auto", "bf16", "fp16", "off"], default="auto")
+    bt.add_argument("--steps", type=int, default=3)
+    bt.add_argument("--out", default=os.path.join("results", "efficiency"))
+    bt.add_argument("--quiet", action="store_true")
+    bt.set_defaults(func=cmd_bench_train)
     return p
 
 

@@ -92,10 +92,14 @@ def peak_memory_bytes(model: nn.Module, x: torch.Tensor) -> int:
     static = sum(t.numel() * t.element_size() for t in list(model.parameters()) + list(model.buffers()))
     with _silence_fd2(), torch.inference_mode(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         model(x)
-    events = sorted((e for e in prof.events() if e.name == "[memory]"), key=lambda e: e.time_range.start)
+    # Allocations are attributed to the op that made them (its *self* usage, so nested ops count once);
+    # frees of tensors that die between ops are "[memory]" events. Replayed in time order, their running sum
+    # is the live memory at op boundaries; its maximum is the peak.
+    deltas = sorted((e.time_range.start, e.cpu_memory_usage if e.name == "[memory]" else e.self_cpu_memory_usage)
+                    for e in prof.events() if (e.cpu_memory_usage if e.name == "[memory]" else e.self_cpu_memory_usage))
     live = peak = 0
-    for e in events:
-        live += e.cpu_memory_usage
+    for _, d in deltas:
+        live += d
         peak = max(peak, live)
     return static + x.numel() * x.element_size() + peak
 
@@ -124,11 +128,13 @@ def time_interleaved(models: dict[str, nn.Module], x: torch.Tensor, reference: s
                 times[n].append(once(n))
             progress("time", r + 1, rounds)
     ref = times[reference]
-    return {
-        n: {"latency_s": statistics.median(ts), "ratio": statistics.median(t / q for t, q in zip(ts, ref)),
-            "rounds": rounds}
-        for n, ts in times.items()
-    }
+    out = {}
+    for n, ts in times.items():
+        ratios = sorted(t / q for t, q in zip(ts, ref))
+        q1, q3 = (statistics.quantiles(ratios, n=4)[::2] if len(ratios) > 1 else (ratios[0], ratios[0]))
+        out[n] = {"latency_s": statistics.median(ts), "ratio": statistics.median(ratios), "ratio_q1": q1,
+                  "ratio_q3": q3, "rounds": rounds}
+    return out
 
 
 @dataclass
@@ -147,10 +153,12 @@ DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def build_variants(backbone: str, methods: list[str], method_cfgs: dict[str, dict] | None = None,
-                   num_classes: int = 1000, **backbone_kwargs) -> list[Variant]:
+                   num_classes: int = 1000, forms: tuple[str, ...] = ("unmerged", "merged"),
+                   **backbone_kwargs) -> list[Variant]:
     """The plain backbone, each method unmerged, and each merged model that differs from the plain one.
 
-    Methods that add no module (bitfit, full, linear) already are the plain architecture: they get one row."""
+    Methods that add no module (bitfit, full, linear) already are the plain architecture: they get one row,
+    kept under either form. `forms` picks which rows are built besides the plain backbone."""
     from .api import count_paper, count_trainable, create_model, merge
     from .backbones import create_backbone
     from .method import METHODS, Wrapper
@@ -162,9 +170,10 @@ def build_variants(backbone: str, methods: list[str], method_cfgs: dict[str, dic
                              method_cfg=(method_cfgs or {}).get(name), **backbone_kwargs)
         n, paper = count_trainable(model, include_head=False), count_paper(model)
         wrapped = any(isinstance(m, Wrapper) for m in model.modules())
-        rows.append(Variant(name, "unmerged", model, n, paper,
-                            [] if wrapped else ["adds no module: already the plain architecture"]))
-        if wrapped and METHODS.get(name).mergeable:
+        if "unmerged" in forms or not wrapped:
+            rows.append(Variant(name, "unmerged", model, n, paper,
+                                [] if wrapped else ["adds no module: already the plain architecture"]))
+        if wrapped and METHODS.get(name).mergeable and "merged" in forms:
             rows.append(Variant(name, "merged", merge(model), n, paper))
     return rows
 
@@ -173,7 +182,7 @@ def efficiency_table(backbone: str = "vit_base_patch16_224", methods: list[str] 
                      batch_sizes: tuple[int, ...] = (1, 64), img_size: int = 224, device: str = "cpu",
                      dtype: str = "fp32", method_cfgs: dict[str, dict] | None = None, min_time: float = 2.0,
                      min_repeats: int = 3, num_classes: int = 1000, progress: Progress = _noop,
-                     **backbone_kwargs):
+                     forms: tuple[str, ...] = ("unmerged", "merged"), **backbone_kwargs):
     """One row per (method, form): trainable parameters (both conventions), GMACs/GFLOPs at `img_size`,
     latency and peak memory at each batch size, each with its ratio to the plain backbone timed in the same
     run. Returns a pandas DataFrame (results as data; `report.py` formats it)."""
@@ -184,7 +193,7 @@ def efficiency_table(backbone: str = "vit_base_patch16_224", methods: list[str] 
     methods = methods or list_methods()
     dev, dt = torch.device(device), DTYPES[dtype]
     progress("build", 0, 1)
-    rows = build_variants(backbone, methods, method_cfgs, num_classes, img_size=img_size, **backbone_kwargs)
+    rows = build_variants(backbone, methods, method_cfgs, num_classes, forms, img_size=img_size, **backbone_kwargs)
     progress("build", 1, 1)
     for r in rows:
         r.model.eval().to(device=dev, dtype=dt)
@@ -200,17 +209,17 @@ def efficiency_table(backbone: str = "vit_base_patch16_224", methods: list[str] 
         progress("flops", i + 1, len(rows))
     for bs in batch_sizes:
         x = torch.randn(bs, 3, img_size, img_size, device=dev, dtype=dt)
-        for i, r in enumerate(rows):  # the memory pass doubles as warm-up
+        for i, r in enumerate(rows):  # the memory pass is also the warm-up pass at this batch size
             records[i][f"peak_mem_mb_bs{bs}"] = peak_memory_bytes(r.model, x) / 2**20
-            with torch.inference_mode():
-                r.model(x)
-            progress(f"warm-up bs{bs}", i + 1, len(rows))
+            progress(f"memory + warm-up bs{bs}", i + 1, len(rows))
         timing = time_interleaved(dict(zip(keys, (r.model for r in rows))), x, reference="plain/plain",
                                   min_time=min_time, min_repeats=min_repeats,
                                   progress=lambda s, d, t, bs=bs: progress(f"time bs{bs}", d, t))
         for i, k in enumerate(keys):
             records[i][f"latency_ms_bs{bs}"] = timing[k]["latency_s"] * 1e3
             records[i][f"latency_ratio_bs{bs}"] = timing[k]["ratio"]
+            records[i][f"latency_ratio_q1_bs{bs}"] = timing[k]["ratio_q1"]
+            records[i][f"latency_ratio_q3_bs{bs}"] = timing[k]["ratio_q3"]
             records[i][f"rounds_bs{bs}"] = timing[k]["rounds"]
     df = pd.DataFrame.from_records(records)
     plain = df[df.form == "plain"].iloc[0]
@@ -232,3 +241,57 @@ def environment(device: str, dtype: str) -> dict:
     if device.startswith("cuda") and torch.cuda.is_available():
         env["gpu"] = torch.cuda.get_device_name(torch.device(device))
     return env
+
+
+def train_step_time(model: nn.Module, batch_size: int, img_size: int, device: torch.device, amp: str = "auto",
+                    steps: int = 3, warmup: int = 1) -> float:
+    """Median seconds of one training step (forward, backward, AdamW step over the trainable parameters) on
+    random data, as `engine.train` runs it."""
+    from .engine import autocast_for
+
+    model.to(device).train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=1e-4, **({"fused": True} if device.type == "cuda" else {}))
+    autocast = autocast_for(device, amp)
+    n_cls = model.get_classifier().out_features
+    x = torch.randn(batch_size, 3, img_size, img_size, device=device)
+    y = torch.randint(0, n_cls, (batch_size,), device=device)
+    times = []
+    for i in range(warmup + steps):
+        _sync(device)
+        t0 = time.perf_counter()
+        with autocast():
+            loss = torch.nn.functional.cross_entropy(model(x).float(), y)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        _sync(device)
+        if i >= warmup:
+            times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def train_throughput(backbone: str = "vit_base_patch16_224", methods: list[str] | None = None, batch_size: int = 16,
+                     img_size: int = 224, device: str = "cpu", amp: str = "auto", steps: int = 3,
+                     progress: Progress = _noop, **backbone_kwargs):
+    """Training images/s of each method and its ratio to full fine-tuning measured in the same run."""
+    import pandas as pd
+
+    from .api import count_trainable, create_model, list_methods
+
+    methods = methods or list_methods()
+    if "full" not in methods:
+        methods = ["full"] + list(methods)
+    dev = torch.device(device)
+    rows = []
+    for i, name in enumerate(methods):
+        model = create_model(backbone, method=name, num_classes=100, img_size=img_size, **backbone_kwargs)
+        t = train_step_time(model, batch_size, img_size, dev, amp, steps)
+        rows.append({"method": name, "params_trainable": count_trainable(model, include_head=False),
+                     "step_s": t, "images_per_s": batch_size / t})
+        del model
+        progress("train steps", i + 1, len(methods))
+    df = pd.DataFrame(rows)
+    full = df.loc[df.method == "full", "images_per_s"].iloc[0]
+    df["speedup_vs_full"] = df["images_per_s"] / full
+    return df

@@ -1,0 +1,191 @@
+"""Image data the way benchmark users have it: list files of "<relative path> <label>" lines under a root
+(NOAH's VTAB-1k and few-shot exports), or class folders. Decoding once into uint8 tensors for protocols
+without augmentation. Bad input is reported with its file and line; nothing here knows a particular dataset.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from typing import Callable, Literal, Sequence
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from .errors import PETLBenchError
+
+log = logging.getLogger(__name__)
+
+OnBad = Literal["fail", "skip"]
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".ppm", ".pgm")
+
+
+class DataError(PETLBenchError):
+    """Missing folder or file, a malformed list line, a label out of range, an image that does not decode."""
+
+
+@dataclass(frozen=True)
+class Sample:
+    path: str  # absolute
+    label: int
+    source: str = ""  # "file:line" it came from, for error messages
+
+
+def require_dir(path: str, what: str) -> str:
+    if not os.path.isdir(path):
+        raise DataError(f"{what} {path!r} does not exist or is not a folder")
+    return path
+
+
+def read_list_file(list_path: str, image_root: str, num_classes: int | None = None,
+                   check_files: bool = True) -> list[Sample]:
+    """Samples from a list file of "<path relative to image_root> <integer label>" lines.
+
+    The last whitespace-separated field is the label, so paths may contain spaces. Empty lines are skipped.
+    A malformed line, a label outside [0, num_classes) or (with `check_files`) a missing image raises
+    DataError naming the list file and line number."""
+    if not os.path.isfile(list_path):
+        raise DataError(f"list file {list_path!r} does not exist")
+    samples: list[Sample] = []
+    with open(list_path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            line = line.strip()
+            if not line:
+                continue
+            where = f"{list_path}:{lineno}"
+            parts = line.rsplit(maxsplit=1)
+            if len(parts) != 2:
+                raise DataError(f"{where}: expected '<relative path> <label>', got {line!r}")
+            rel, label_text = parts
+            try:
+                label = int(label_text)
+            except ValueError:
+                raise DataError(f"{where}: label {label_text!r} is not an integer") from None
+            if label < 0 or (num_classes is not None and label >= num_classes):
+                raise DataError(f"{where}: label {label} is outside 0..{(num_classes or 1) - 1}")
+            path = os.path.join(image_root, rel)
+            if check_files and not os.path.isfile(path):
+                raise DataError(f"{where}: image {path!r} does not exist")
+            samples.append(Sample(path, label, where))
+    if not samples:
+        raise DataError(f"list file {list_path!r} has no samples")
+    return samples
+
+
+def folder_samples(root: str, class_to_index: dict[str, int] | None = None) -> tuple[list[Sample], list[str]]:
+    """Samples from class folders `root/<class>/<image>` (ImageFolder layout), classes sorted by name unless
+    `class_to_index` maps folder names to labels (folders not in it are an error)."""
+    require_dir(root, "image folder")
+    classes = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)))
+    if not classes:
+        raise DataError(f"image folder {root!r} has no class sub-folders")
+    mapping = class_to_index if class_to_index is not None else {c: i for i, c in enumerate(classes)}
+    samples = []
+    for c in classes:
+        if c not in mapping:
+            raise DataError(f"{os.path.join(root, c)}: folder name {c!r} is not a known class")
+        for dirpath, _, files in sorted(os.walk(os.path.join(root, c))):
+            for name in sorted(files):
+                if name.lower().endswith(IMAGE_EXTENSIONS):
+                    p = os.path.join(dirpath, name)
+                    samples.append(Sample(p, mapping[c], p))
+    if not samples:
+        raise DataError(f"image folder {root!r} has no images")
+    return samples, classes
+
+
+def load_rgb(path: str):
+    from PIL import Image
+
+    with Image.open(path) as im:
+        return im.convert("RGB")
+
+
+@dataclass
+class BadImages:
+    """Images that did not decode, with their paths and reasons; never dropped silently."""
+
+    items: list[tuple[str, str]] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+
+class ImageDataset(Dataset):
+    """(image tensor, label) for each sample, through `transform` (a PIL -> tensor callable).
+
+    A sample that does not decode raises DataError (on_bad="fail") or yields None (on_bad="skip"), which
+    `collate_skip` drops and `bad` records."""
+
+    def __init__(self, samples: Sequence[Sample], transform: Callable, on_bad: OnBad = "fail"):
+        self.samples, self.transform, self.on_bad = list(samples), transform, on_bad
+        self.bad = BadImages()
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, i: int):
+        s = self.samples[i]
+        try:
+            img = load_rgb(s.path)
+        except Exception as e:  # PIL raises many types for a corrupt file
+            if self.on_bad == "fail":
+                raise DataError(f"{s.path} ({s.source}): image does not decode: {e}") from None
+            return None, s.path, f"{type(e).__name__}: {e}"
+        return self.transform(img), s.label
+
+
+def collate_skip(batch):
+    """Default collate over the decoded items; undecodable ones (None, path, reason) are returned apart."""
+    good = [b for b in batch if b[0] is not None]
+    bad = [(b[1], b[2]) for b in batch if b[0] is None]
+    if not good:
+        return None, None, bad
+    images = torch.stack([b[0] for b in good])
+    labels = torch.tensor([b[1] for b in good], dtype=torch.long)
+    return images, labels, bad
+
+
+def resize_to_uint8(size: int, interpolation: str = "bicubic") -> Callable:
+    """PIL -> uint8 CHW tensor at size x size (the VTAB protocol: a plain resize, no crop)."""
+    from torchvision.transforms import InterpolationMode, PILToTensor, Resize
+
+    mode = InterpolationMode(interpolation)
+    resize, to_tensor = Resize((size, size), interpolation=mode, antialias=True), PILToTensor()
+    return lambda img: to_tensor(resize(img))
+
+
+@dataclass
+class TensorData:
+    """A split decoded once: uint8 images (N, 3, H, W) and int64 labels, plus what did not decode."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    bad: BadImages = field(default_factory=BadImages)
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+
+def decode_all(samples: Sequence[Sample], size: int, interpolation: str = "bicubic", on_bad: OnBad = "fail",
+               num_workers: int = 0, progress: Callable[[int, int], None] | None = None) -> TensorData:
+    """Decode and resize every sample once into a uint8 tensor (the no-augmentation protocols: VTAB-1k).
+    Workers decode in parallel; undecodable images fail or are skipped and counted, by `on_bad`."""
+    ds = ImageDataset(samples, resize_to_uint8(size, interpolation), on_bad)
+    loader = DataLoader(ds, batch_size=64, num_workers=num_workers, collate_fn=collate_skip)
+    images = torch.empty((len(ds), 3, size, size), dtype=torch.uint8)
+    labels = torch.empty(len(ds), dtype=torch.long)
+    bad, n = BadImages(), 0
+    for imgs, labs, skipped in loader:
+        bad.items.extend(skipped)
+        if imgs is not None:
+            images[n:n + len(labs)] = imgs
+            labels[n:n + len(labs)] = labs
+            n += len(labs)
+        if progress:
+            progress(n + len(bad), len(ds))
+    for path, reason in bad.items:
+        log.warning("skipped undecodable image %s (%s)", path, reason)
+    if n == 0:
+        raise DataError(f"none of the {len(ds)} images decoded (first: {bad.items[0][0]})")
+    return TensorData(images[:n].clone() if n < len(ds) else images, labels[:n].clone() if n < len(ds) else labels, bad)

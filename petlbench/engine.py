@@ -1,0 +1,294 @@
+"""The training loop: one function a reader can follow top to bottom (nanoGPT / DINO style).
+
+    for epoch:                        lr from a precomputed warm-up + cosine schedule, per step
+        for batch:                    uint8 -> float on the device, normalise, (mixup/cutmix), autocast
+            loss / grad_accum -> backward; every grad_accum micro-batches: optimizer step
+            non-finite loss -> NonFiniteLoss (the run is recorded as failed, with the reason)
+        every eval_every epochs:      top-1 on each evaluation set, one JSON line per evaluation
+        after each evaluation:        a resume state (tuned tensors + optimizer + epoch), written atomically
+
+Only parameters with requires_grad are given to the optimizer, so frozen weights get no gradient buffers
+and no optimizer state: that is where PETL's training speed and memory come from.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import os
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Iterator, Literal
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .errors import PETLBenchError
+
+log = logging.getLogger(__name__)
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class NonFiniteLoss(PETLBenchError):
+    """The loss became NaN or infinite; the run stops and is recorded as failed."""
+
+
+@dataclass
+class Execution:
+    """How a run executes (not part of the published protocol; never changes what is measured)."""
+
+    device: str = "auto"  # auto: cuda if available, else cpu
+    amp: Literal["auto", "bf16", "fp16", "off"] = "auto"  # auto: bf16 on CUDA, off on CPU
+    compile: bool = False  # torch.compile the model
+    channels_last: bool = True  # for conv backbones; harmless for ViTs
+    grad_accum: int = 1  # micro-batches per optimizer step (batch_size is the effective batch)
+    eval_batch_size: int = 256
+    num_workers: int = -1  # decode workers; -1: min(8, cpus)
+    on_bad_image: Literal["fail", "skip"] = "fail"  # an image that does not decode: stop, or skip and count
+    data_on_device: Literal["auto", "yes", "no"] = "auto"  # keep decoded uint8 splits on the GPU when they fit
+    progress: bool = False  # progress bars (the CLI turns them on)
+
+    def validate(self) -> str | None:
+        if self.grad_accum < 1:
+            return f"grad_accum must be positive, got {self.grad_accum}"
+        return None
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise PETLBenchError(f"device={name}: no CUDA device is available here; use device=cpu")
+    return dev
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.cuda.manual_seed_all(seed)
+
+
+def lr_schedule(total_steps: int, warmup_steps: int, lr: float, warmup_lr: float, min_lr: float) -> list[float]:
+    """Per-step learning rates: linear warm-up from warmup_lr to lr, then cosine from lr to min_lr."""
+    out = []
+    for s in range(total_steps):
+        if s < warmup_steps:
+            out.append(warmup_lr + (lr - warmup_lr) * s / max(1, warmup_steps))
+        else:
+            t = (s - warmup_steps) / max(1, total_steps - warmup_steps)
+            out.append(min_lr + 0.5 * (lr - min_lr) * (1 + math.cos(math.pi * t)))
+    return out
+
+
+class TensorBatches:
+    """Batches of a decoded split (uint8 images and labels), shuffled per epoch by a seeded generator."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int, shuffle: bool, seed: int = 0):
+        self.images, self.labels, self.batch_size, self.shuffle = images, labels, batch_size, shuffle
+        self.gen = torch.Generator().manual_seed(seed)
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.labels) / self.batch_size)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        n = len(self.labels)
+        order = torch.randperm(n, generator=self.gen) if self.shuffle else torch.arange(n)
+        order = order.to(self.images.device)
+        for i in range(0, n, self.batch_size):
+            idx = order[i:i + self.batch_size]
+            yield self.images[idx], self.labels[idx]
+
+
+@dataclass
+class EvalSet:
+    """A named evaluation split; `logit_subset` selects the classes it is scored on (ImageNet-A/-R)."""
+
+    name: str
+    batches: Iterable
+    logit_subset: tuple[int, ...] | None = None
+
+
+@dataclass
+class TrainResult:
+    history: list[dict] = field(default_factory=list)  # one entry per evaluation: epoch, {set: top1}, loss
+    train_seconds: float = 0.0
+    images_seen: int = 0
+    best_state: dict[str, torch.Tensor] | None = None  # tuned tensors at the selected evaluation
+
+    @property
+    def images_per_second(self) -> float:
+        return self.images_seen / self.train_seconds if self.train_seconds else 0.0
+
+
+def _to_input(x: torch.Tensor, device: torch.device, mean: torch.Tensor | None, std: torch.Tensor | None,
+              channels_last: bool) -> torch.Tensor:
+    x = x.to(device, non_blocking=True)
+    if x.dtype == torch.uint8:
+        x = x.float().div_(255)
+    if mean is not None:
+        x = (x - mean) / std
+    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+
+
+def autocast_for(device: torch.device, amp: str):
+    mode = ("bf16" if device.type == "cuda" else "off") if amp == "auto" else amp
+    if mode == "off":
+        return contextlib.nullcontext
+    dtype = torch.bfloat16 if mode == "bf16" else torch.float16
+    return lambda: torch.autocast(device_type=device.type, dtype=dtype)
+
+
+@torch.inference_mode()
+def evaluate(model: nn.Module, ev: EvalSet, device: torch.device, normalize: bool, amp: str = "auto",
+             channels_last: bool = False) -> dict[str, float]:
+    """Top-1 accuracy (%) and sample count of `model` on `ev`."""
+    model.eval()
+    mean, std = _norm_tensors(device, normalize)
+    autocast = autocast_for(device, amp)
+    correct = total = 0
+    subset = torch.tensor(ev.logit_subset, device=device) if ev.logit_subset is not None else None
+    for x, y in ev.batches:
+        with autocast():
+            logits = model(_to_input(x, device, mean, std, channels_last))
+        if subset is not None:
+            logits = logits.index_select(1, subset)
+        correct += (logits.argmax(1) == y.to(device)).sum().item()
+        total += len(y)
+    return {"top1": 100.0 * correct / max(1, total), "n": total}
+
+
+def _norm_tensors(device: torch.device, normalize: bool):
+    if not normalize:
+        return None, None
+    return (torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1),
+            torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1))
+
+
+def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def train(model: nn.Module, train_batches: Iterable, evals: list[EvalSet], *, epochs: int, lr: float,
+          weight_decay: float, optimizer: str = "adamw", momentum: float = 0.9, warmup_epochs: int = 0,
+          warmup_lr: float = 1e-6, min_lr: float = 0.0, label_smoothing: float = 0.0, mixup: float = 0.0,
+          cutmix: float = 0.0, num_classes: int = 0, eval_every: int = 1, normalize: bool = True,
+          select_on: str | None = None, execution: Execution | None = None, seed: int = 0,
+          log_path: str | None = None, resume_path: str | None = None,
+          progress: Callable[[str, int, int, dict], None] | None = None) -> TrainResult:
+    """Train the trainable parameters of `model`; evaluate every `eval_every` epochs (and after the last).
+
+    `select_on`: the evaluation set whose best top-1 picks `best_state` (the tuned tensors kept for the
+    report); None keeps the last. `resume_path`: where a resume state is written after each evaluation and
+    read at start if present."""
+    ex = execution or Execution()
+    device = resolve_device(ex.device)
+    autocast = autocast_for(device, ex.amp)
+    model.to(device)
+    if ex.channels_last:
+        model.to(memory_format=torch.channels_last)
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise PETLBenchError("the model has no trainable parameters")
+    fused = {"fused": True} if device.type == "cuda" else {}
+    if optimizer == "adamw":
+        opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, **fused)
+    else:
+        opt = torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay, **fused)
+    steps_per_epoch = math.ceil(len(train_batches) / ex.grad_accum)
+    schedule = lr_schedule(epochs * steps_per_epoch, warmup_epochs * steps_per_epoch, lr, warmup_lr, min_lr)
+    mixer = None
+    if mixup > 0 or cutmix > 0:
+        from timm.data import Mixup
+
+        mixer = Mixup(mixup_alpha=mixup, cutmix_alpha=cutmix, label_smoothing=label_smoothing,
+                      num_classes=num_classes)
+    fwd = torch.compile(model) if ex.compile else model
+    mean, std = _norm_tensors(device, normalize)
+    result = TrainResult()
+    start_epoch, best = 0, -1.0
+    if resume_path and os.path.isfile(resume_path):
+        state = torch.load(resume_path, map_location=device, weights_only=True)
+        with torch.no_grad():
+            named = dict(model.named_parameters())
+            for n, t in state["tuned"].items():
+                named[n].copy_(t)
+        opt.load_state_dict(state["optimizer"])
+        start_epoch, best = state["epoch"], state["best"]
+        result.history = json.loads(state["history"])
+        result.best_state = state.get("best_state") or None
+        torch.set_rng_state(state["rng"])
+        if hasattr(train_batches, "gen"):
+            train_batches.gen.set_state(state["data_rng"])
+        log.info("resumed from %s at epoch %d", resume_path, start_epoch)
+    step = start_epoch * steps_per_epoch
+    t_train = 0.0
+    for epoch in range(start_epoch, epochs):
+        model.train()
+        t0, loss_sum, n_batches = time.perf_counter(), 0.0, 0
+        opt.zero_grad(set_to_none=True)
+        for i, (x, y) in enumerate(train_batches):
+            x = _to_input(x, device, mean, std, ex.channels_last)
+            y = y.to(device, non_blocking=True)
+            if mixer is not None:
+                x, y = mixer(x, y)
+            with autocast():
+                logits = fwd(x)
+            logits = logits.float()
+            if mixer is not None:
+                loss = torch.sum(-y * F.log_softmax(logits, dim=-1), dim=-1).mean()
+            else:
+                loss = F.cross_entropy(logits, y, label_smoothing=label_smoothing)
+            if not torch.isfinite(loss):
+                raise NonFiniteLoss(f"loss is {loss.item()} at epoch {epoch + 1}, batch {i + 1}")
+            (loss / ex.grad_accum).backward()
+            if (i + 1) % ex.grad_accum == 0 or i + 1 == len(train_batches):
+                for g in opt.param_groups:
+                    g["lr"] = schedule[min(step, len(schedule) - 1)]
+                opt.step()
+                opt.zero_grad(set_to_none=True)
+                step += 1
+            loss_sum += loss.item()
+            n_batches += 1
+            result.images_seen += len(x)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        t_train += time.perf_counter() - t0
+        info = {"epoch": epoch + 1, "loss": loss_sum / max(1, n_batches), "lr": opt.param_groups[0]["lr"]}
+        if (epoch + 1) % eval_every == 0 or epoch + 1 == epochs:
+            for ev in evals:
+                info[ev.name] = evaluate(model, ev, device, normalize, ex.amp, ex.channels_last)["top1"]
+            score = info.get(select_on, 0.0) if select_on else float(epoch)
+            if select_on is None or score > best:
+                best = score
+                result.best_state = trainable_state(model)
+                info["selected"] = True
+            result.history.append(info)
+            if log_path:
+                with open(log_path, "a", encoding="utf-8") as f:
+                    f.write(json.dumps(info) + "\n")
+            if resume_path:
+                _save_resume(resume_path, model, opt, epoch + 1, best, result, train_batches)
+            log.info("epoch %d: %s", epoch + 1, {k: v for k, v in info.items() if k != "epoch"})
+        if progress:
+            progress("train", epoch + 1, epochs, info)
+    result.train_seconds = t_train
+    return result
+
+
+def _save_resume(path: str, model: nn.Module, opt, epoch: int, best: float, result: TrainResult,
+                 train_batches) -> None:
+    from .checkpoint import atomic_write_bytes
+
+    state = {"tuned": trainable_state(model), "optimizer": opt.state_dict(), "epoch": epoch, "best": best,
+             "history": json.dumps(result.history), "best_state": result.best_state or {},
+             "rng": torch.get_rng_state(),
+             "data_rng": train_batches.gen.get_state() if hasattr(train_batches, "gen") else torch.get_rng_state()}
+    atomic_write_bytes(path, lambda tmp: torch.save(state, tmp))

@@ -1,0 +1,295 @@
+"""One run: task + method + overrides -> a trained model, its tuned tensors, and one result record.
+
+    config (task protocol <- method defaults from the task <- key=value overrides)
+      -> backbone + method (create_model) -> data (decoded once, or augmented per epoch)
+      -> engine.train -> selection (reproduction: best periodic test; clean: best val, test once)
+      -> save_tuned -> ResultStore.append(record)
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import logging
+import os
+import platform
+import subprocess
+import time
+import traceback
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+
+from .api import count_paper, count_trainable, create_model, get_method
+from .checkpoint import save_tuned
+from .config import build_config
+from .data import DataError, ImageDataset, Sample, collate_skip, decode_all
+from .engine import EvalSet, Execution, NonFiniteLoss, TensorBatches, evaluate, resolve_device, seed_everything, train
+from .errors import ConfigError, PETLBenchError
+from .method import METHODS, PETLMethod
+from .registry import did_you_mean
+from .store import ResultStore, config_hash
+from .task import TASKS, Protocol, Task
+from .weights import resolve_weights
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunSpec:
+    """Everything that defines a run's result (execution options are recorded, not hashed)."""
+
+    task: Task
+    method: PETLMethod
+    protocol: Protocol
+    execution: Execution
+
+    def identity(self) -> dict[str, Any]:
+        return {"task": self.task.name, "method": self.method.name,
+                "method_cfg": dataclasses.asdict(self.method.cfg), "protocol": dataclasses.asdict(self.protocol)}
+
+    @property
+    def config_hash(self) -> str:
+        return config_hash(self.identity())
+
+
+def task_method_defaults(task: Task, method: str, explicit: dict[str, Any]) -> dict[str, Any]:
+    """The task's published defaults for `method`. A key "method key=value" applies only when the chosen
+    config has key=value (RepAdapter_attn's scale differs from RepAdapter's)."""
+    out: dict[str, Any] = {}
+    cls = METHODS.get(method)
+    base = {**dataclasses.asdict(cls.config_cls()), **explicit}
+    for key, values in task.method_defaults.items():
+        name, _, cond = key.partition(" ")
+        if name != method:
+            continue
+        if cond:
+            k, _, v = cond.partition("=")
+            if str(base.get(k)) != v:
+                continue
+        out.update(values)
+    return out
+
+
+def resolve(task_name: str, method: str, overrides: dict[str, Any] | None = None) -> RunSpec:
+    """Build a RunSpec. Override keys: protocol fields (epochs, lr, selection, ...), execution fields (device,
+    amp, compile, ...), method options (dim, scale, ... or method.dim); an unknown or ambiguous key is an
+    error listing the accepted ones."""
+    task = TASKS.get(task_name)
+    cls = METHODS.get(method)
+    proto_keys = {f.name for f in dataclasses.fields(Protocol)}
+    exec_keys = {f.name for f in dataclasses.fields(Execution)}
+    method_keys = {f.name for f in dataclasses.fields(cls.config_cls)}
+    proto, exe, meth = {}, {}, {}
+    for key, value in (overrides or {}).items():
+        if key.startswith("method."):
+            meth[key[len("method."):]] = value
+            continue
+        owners = [n for n, ks in (("protocol", proto_keys), ("execution", exec_keys), ("method", method_keys))
+                  if key in ks]
+        if len(owners) > 1:
+            raise ConfigError(f"override {key}=...: ambiguous ({' and '.join(owners)}); write method.{key}=...")
+        if not owners:
+            known = sorted(proto_keys | exec_keys | {f"method.{k}" for k in method_keys} | method_keys)
+            raise ConfigError(f"override {key}=...: unknown key; accepted: {', '.join(known)}"
+                              f"{did_you_mean(key, known)}")
+        {"protocol": proto, "execution": exe, "method": meth}[owners[0]][key] = value
+    protocol = build_config(Protocol, {**dataclasses.asdict(task.protocol), **proto}, f"task {task.name!r} protocol")
+    execution = build_config(Execution, exe, "execution")
+    m = get_method(method, {**task_method_defaults(task, method, meth), **meth})
+    return RunSpec(task, m, protocol, execution)
+
+
+# --- data -------------------------------------------------------------------------------------------------
+def _workers(ex: Execution) -> int:
+    return min(8, os.cpu_count() or 1) if ex.num_workers < 0 else ex.num_workers
+
+
+def augmented(p: Protocol) -> bool:
+    return bool(p.randaugment) or p.mixup > 0 or p.cutmix > 0 or p.random_erasing > 0
+
+
+def train_transform(p: Protocol) -> Callable:
+    """Few-shot style augmentation on PIL images, ending in a uint8 tensor (normalised on the device)."""
+    from timm.data import rand_augment_transform
+    from torchvision import transforms as T
+
+    mode = T.InterpolationMode(p.interpolation)
+    ops = [T.RandomResizedCrop(p.img_size, interpolation=mode), T.RandomHorizontalFlip()]
+    if p.randaugment:
+        ops.append(rand_augment_transform(p.randaugment, {"translate_const": int(p.img_size * 0.45),
+                                                          "img_mean": (124, 116, 104)}))
+    ops.append(T.PILToTensor())
+    if p.random_erasing > 0:
+        from timm.data.random_erasing import RandomErasing
+
+        # timm erases normalised float images; on uint8 it fills with random values in the same places.
+        erase = RandomErasing(p.random_erasing, mode="pixel", device="cpu")
+        ops.append(lambda t: (erase(t.float() / 255).clamp(0, 1) * 255).to(torch.uint8))
+    return T.Compose(ops)
+
+
+class LoaderBatches:
+    """A DataLoader over an ImageDataset that drops (and counts) undecodable images."""
+
+    def __init__(self, ds: ImageDataset, batch_size: int, shuffle: bool, workers: int, seed: int):
+        from torch.utils.data import DataLoader
+
+        self.ds = ds
+        self.gen = torch.Generator().manual_seed(seed)
+        self.loader = DataLoader(ds, batch_size=batch_size, shuffle=shuffle, num_workers=workers,
+                                 collate_fn=collate_skip, generator=self.gen, persistent_workers=workers > 0)
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self):
+        for images, labels, bad in self.loader:
+            self.ds.bad.items.extend(bad)
+            if images is not None:
+                yield images, labels
+
+
+def load_split(task: Task, root: str, split: str, p: Protocol, ex: Execution, train_mode: bool, device):
+    """Batches of one split: augmented per epoch through workers, or decoded once into uint8 tensors (kept on
+    the GPU when asked or when they fit comfortably)."""
+    samples = task.samples(root, split)
+    bs = p.batch_size // ex.grad_accum if train_mode else ex.eval_batch_size
+    if train_mode and augmented(p):
+        ds = ImageDataset(samples, train_transform(p), ex.on_bad_image)
+        return LoaderBatches(ds, bs, True, _workers(ex), p.seed), ds.bad
+    data = decode_all(samples, p.img_size, p.interpolation, ex.on_bad_image, _workers(ex))
+    on_device = ex.data_on_device == "yes" or (
+        ex.data_on_device == "auto" and device.type == "cuda"
+        and data.images.numel() < 0.25 * torch.cuda.mem_get_info(device)[0])
+    images, labels = (data.images.to(device), data.labels.to(device)) if on_device else (data.images, data.labels)
+    return TensorBatches(images, labels, bs, shuffle=train_mode, seed=p.seed), data.bad
+
+
+def evaluate_targets(task: Task, model, data_root: str, p: Protocol, ex: Execution, device) -> dict[str, Any]:
+    """Top-1 of the trained model on each of `task.eval_targets` whose data is present; an absent target is
+    recorded as absent (with the reason), not as 0."""
+    out: dict[str, Any] = {}
+    for name in task.eval_targets:
+        target = TASKS.get(name)
+        try:
+            batches, bad = load_split(target, data_root, target.protocol.test_split, p, ex, False, device)
+        except DataError as e:
+            out[name] = {"status": "absent", "reason": str(e)}
+            log.info("target %s skipped: %s", name, e)
+            continue
+        res = evaluate(model, EvalSet(name, batches, target.logit_subset), device, p.normalize == "imagenet", ex.amp)
+        out[name] = {"status": "ok", "top1": res["top1"], "n": res["n"], "skipped_images": len(bad)}
+    return out
+
+
+# --- the run ----------------------------------------------------------------------------------------------
+def _git_commit() -> str:
+    try:
+        here = os.path.dirname(os.path.abspath(__file__))
+        return subprocess.run(["git", "-C", here, "rev-parse", "HEAD"], capture_output=True, text=True,
+                              timeout=5).stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def versions() -> dict[str, str]:
+    import timm
+
+    from . import __version__
+
+    return {"petlbench": __version__, "torch": torch.__version__, "timm": timm.__version__,
+            "python": platform.python_version(), "git": _git_commit()}
+
+
+def build_model(spec: RunSpec):
+    p = spec.protocol
+    name, pretrained = resolve_weights(p.backbone, p.weights)
+    return create_model(name, method=spec.method.name, num_classes=spec.task.num_classes, pretrained=pretrained,
+                        method_cfg=dataclasses.asdict(spec.method.cfg), drop_path_rate=p.drop_path,
+                        img_size=p.img_size)
+
+
+def execute(spec: RunSpec, data_root: str, store: ResultStore, out_dir: str, force: bool = False,
+            progress: Callable | None = None) -> dict[str, Any]:
+    """Run `spec` unless the store already holds a finished record of it (then return that record).
+
+    A run that fails (non-finite loss, an exception while training) is recorded with status "failed" and the
+    reason, and its exception is re-raised for the caller. User errors before training (bad data root, bad
+    list file) raise without a record."""
+    task, p, ex = spec.task, spec.protocol, spec.execution
+    if task.eval_only:
+        raise PETLBenchError(f"task {task.name!r} is evaluation-only (a target set); train its source task")
+    chash = spec.config_hash
+    done = store.get(task.benchmark, chash)
+    if done is not None and done.get("status") == "ok" and not force:
+        log.info("%s/%s already in the store (%s): skipped", task.name, spec.method.name, chash)
+        return done
+    seed_everything(p.seed)
+    device = resolve_device(ex.device)
+    clean = p.selection == "clean"
+    train_split = p.clean_train_split if clean else p.train_split
+    select_split = p.val_split if clean else p.test_split
+    model = build_model(spec)
+    train_batches, train_bad = load_split(task, data_root, train_split, p, ex, True, device)
+    select_batches, select_bad = load_split(task, data_root, select_split, p, ex, False, device)
+    evals = [EvalSet(select_split, select_batches, task.logit_subset)]
+    run_dir = os.path.join(out_dir, task.benchmark)
+    os.makedirs(run_dir, exist_ok=True)
+    stem = os.path.join(run_dir, f"{task.name.split('/', 1)[1]}_{spec.method.name}_{chash}")
+    record: dict[str, Any] = {
+        "config_hash": chash, "benchmark": task.benchmark, "task": task.name, "group": task.group,
+        "method": spec.method.name, "method_cfg": dataclasses.asdict(spec.method.cfg),
+        "protocol": dataclasses.asdict(p), "execution": dataclasses.asdict(ex), "seed": p.seed,
+        "selection": ("clean: epoch selected on " + p.val_split + ", test evaluated once") if clean else
+                     ("reproduction: best of the periodic test evaluations (every "
+                      f"{p.eval_every} epochs), as the published VTAB-1k tables"),
+        "params": {"trainable": count_trainable(model, include_head=False), "paper": count_paper(model),
+                   "head": count_trainable(model) - count_trainable(model, include_head=False),
+                   "backbone_total": sum(q.numel() for q in model.parameters())},
+        "versions": versions(), "device": str(device),
+        "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+    t0 = time.perf_counter()
+    try:
+        res = train(model, train_batches, evals, epochs=p.epochs, lr=p.lr, weight_decay=p.weight_decay,
+                    optimizer=p.optimizer, momentum=p.momentum, warmup_epochs=p.warmup_epochs,
+                    warmup_lr=p.warmup_lr, min_lr=p.min_lr, label_smoothing=p.label_smoothing, mixup=p.mixup,
+                    cutmix=p.cutmix, num_classes=task.num_classes, eval_every=p.eval_every,
+                    normalize=p.normalize == "imagenet", select_on=select_split, execution=ex, seed=p.seed,
+                    log_path=stem + ".log.jsonl", resume_path=stem + ".resume.pt", progress=progress)
+    except (NonFiniteLoss, RuntimeError, DataError) as e:
+        record.update(status="failed", reason=f"{type(e).__name__}: {e}",
+                      traceback=traceback.format_exc(limit=5), seconds=round(time.perf_counter() - t0, 1))
+        store.append(record)
+        raise
+    # Restore the selected evaluation's tuned tensors (reproduction: best test; clean: best val).
+    with torch.no_grad():
+        named = dict(model.named_parameters())
+        for n, t in (res.best_state or {}).items():
+            named[n].copy_(t)
+    selected = max((h for h in res.history if select_split in h), key=lambda h: h[select_split])
+    metrics = {"top1": selected[select_split], "epoch": selected["epoch"], "split": select_split}
+    if clean:
+        test_batches, test_bad = load_split(task, data_root, p.test_split, p, ex, False, device)
+        metrics = {"top1": evaluate(model, EvalSet(p.test_split, test_batches, task.logit_subset), device,
+                                    p.normalize == "imagenet", ex.amp)["top1"],
+                   "epoch": selected["epoch"], "split": p.test_split, "val_top1": selected[select_split]}
+        select_bad.items.extend(test_bad.items)
+    targets = evaluate_targets(task, model, data_root, p, ex, device)
+    if targets:
+        metrics["targets"] = targets
+    save_tuned(model, stem + ".safetensors")
+    record.update(
+        status="ok", metric="top1", value=metrics["top1"], metrics=metrics,
+        history=res.history, final_loss=res.history[-1]["loss"] if res.history else None,
+        seconds=round(time.perf_counter() - t0, 1), train_images_per_second=round(res.images_per_second, 1),
+        tuned_file=os.path.relpath(stem + ".safetensors", out_dir),
+        skipped_images={"train": len(train_bad), "eval": len(select_bad),
+                        "paths": [p_ for p_, _ in (train_bad.items + select_bad.items)[:20]]},
+    )
+    path = store.append(record)
+    if os.path.exists(stem + ".resume.pt"):
+        os.unlink(stem + ".resume.pt")  # the record is written: the run is finished
+    log.info("%s %s: top1 %.2f (%s) -> %s", task.name, spec.method.name, record["value"], metrics["split"], path)
+    return record

@@ -1,0 +1,111 @@
+"""Tasks: a dataset in the layout users have, its classes, and the published training protocol as data.
+
+A task file under tasks/ registers `Task` instances (`TASKS.add(task)`); the CLI, sweeps and tables read the
+same registry. Task names are "<benchmark>/<dataset folder name>", e.g. "vtab/cifar", "fewshot/food101".
+"""
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import pkgutil
+from dataclasses import dataclass, field
+from typing import Any, Callable, Literal
+
+from .data import OnBad, Sample
+from .registry import Registry
+
+
+@dataclass
+class Protocol:
+    """How a task is trained and reported. Defaults: the VTAB-1k protocol of NOAH / RepAdapter (see
+    ../shared/reference/repadapter_protocol.md); each task family overrides what its papers changed."""
+
+    backbone: str = "vit_base_patch16_224"
+    weights: str = "vit_base_patch16_224.orig_in21k"  # timm tag of Google's ViT-B_16.npz (IN-21k)
+    drop_path: float = 0.1
+    epochs: int = 100
+    batch_size: int = 64
+    optimizer: Literal["adamw", "sgd"] = "adamw"
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    momentum: float = 0.9  # sgd only
+    warmup_epochs: int = 10
+    warmup_lr: float = 1e-6
+    min_lr: float = 1e-5
+    label_smoothing: float = 0.0
+    mixup: float = 0.0  # timm Mixup alpha; 0 disables
+    cutmix: float = 0.0
+    randaugment: str = ""  # timm auto-augment spec, e.g. "rand-m9-mstd0.5-inc1"; "" = no augmentation
+    random_erasing: float = 0.0  # timm RandomErasing probability (NOAH few-shot: 0.25)
+    img_size: int = 224
+    interpolation: str = "bicubic"
+    normalize: Literal["imagenet", "none"] = "imagenet"
+    eval_every: int = 10  # epochs between evaluations
+    # reproduction: train on `train_split`, evaluate `test_split` every `eval_every` epochs, report the best
+    #   (what the VTAB-1k papers did; the record says so).
+    # clean: train on `clean_train_split`, select the epoch on `val_split`, evaluate `test_split` once.
+    selection: Literal["reproduction", "clean"] = "reproduction"
+    train_split: str = "train800val200"
+    clean_train_split: str = "train800"
+    val_split: str = "val200"
+    test_split: str = "test"
+    seed: int = 42
+
+    def validate(self) -> str | None:
+        if self.epochs < 1 or self.batch_size < 1 or self.eval_every < 1:
+            return "epochs, batch_size and eval_every must be positive"
+        if self.warmup_epochs >= self.epochs and self.warmup_epochs > 0:
+            return f"warmup_epochs ({self.warmup_epochs}) must be below epochs ({self.epochs})"
+        return None
+
+
+@dataclass
+class Task:
+    """One benchmark dataset. `samples(root, split)` reads its split in the users' layout."""
+
+    name: str  # "vtab/cifar"
+    benchmark: str  # "vtab", "fewshot", "domain", "mini"
+    num_classes: int
+    splits: tuple[str, ...]
+    samples_fn: Callable[["Task", str, str], list[Sample]]  # (task, data_root, split) -> samples
+    protocol: Protocol = field(default_factory=Protocol)
+    method_defaults: dict[str, dict[str, Any]] = field(default_factory=dict)  # e.g. RepAdapter's per-dataset s
+    group: str = ""  # VTAB: Natural / Specialized / Structured
+    summary: str = ""  # one line for `petlbench tasks`
+    # For evaluation on a class subset of the trained head (ImageNet-A/-R: 200 of 1000 logits).
+    logit_subset: tuple[int, ...] | None = None
+    eval_only: bool = False  # a target set evaluated with another task's model (domain generalization)
+    eval_targets: tuple[str, ...] = ()  # eval-only tasks scored with this task's trained model, where present
+    on_bad_default: OnBad = "fail"
+
+    def samples(self, data_root: str, split: str) -> list[Sample]:
+        if split not in self.splits:
+            from .data import DataError
+
+            raise DataError(f"task {self.name!r} has no split {split!r}; splits: {', '.join(self.splits)}")
+        return self.samples_fn(self, data_root, split)
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "benchmark": self.benchmark, "classes": self.num_classes,
+                "splits": list(self.splits), "group": self.group, "summary": self.summary,
+                "protocol": dataclasses.asdict(self.protocol)}
+
+
+class TaskRegistry(Registry[Task]):
+    def add(self, task: Task) -> Task:
+        return self.register(task.name)(task)
+
+
+def _load_builtin_tasks() -> None:
+    import petlbench.tasks as pkg
+
+    for info in pkgutil.iter_modules(pkg.__path__):
+        if not info.name.startswith("_"):
+            importlib.import_module(f"{pkg.__name__}.{info.name}")
+    from importlib.metadata import entry_points
+
+    for ep in entry_points(group="petlbench.tasks"):
+        ep.load()
+
+
+TASKS: TaskRegistry = TaskRegistry("task", loader=_load_builtin_tasks)

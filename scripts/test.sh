@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# Set up (scripts/setup.sh) and run the test suite on the CPU. Extra arguments go to pytest,
+# e.g. scripts/test.sh -m "not slow" -x
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+exec "${PETLBENCH_VENV:-.venv}/bin/python" -m pytest "$@"

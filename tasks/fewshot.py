@@ -1,0 +1,147 @@
+"""Few-shot fine-grained classification (NOAH, Zhang et al. 2022, arXiv:2206.04673; also FacT and RepAdapter):
+FGVC-Aircraft, Food-101, Oxford Flowers-102, Oxford-IIIT Pets and Stanford Cars at 1/2/4/8/16 shots per class,
+split seeds 0/1/2. Not VPT's full-data "FGVC" benchmark (CUB, NABirds, ...): task names are "fewshot/<dataset>".
+
+Layout: NOAH's split files (github.com/ZhangYuanhan-AI/NOAH, data/few-shot/<dataset>/annotations/), next to the
+images of the dataset as it ships:
+
+    <data_root>/<dataset>/annotations/train_meta.list.num_shot_<k>.seed_<s>    k in 1,2,4,8,16; s in 0,1,2
+    <data_root>/<dataset>/annotations/val_meta.list
+    <data_root>/<dataset>/annotations/test_meta.list
+    <data_root>/<dataset>/images/...        lines "<path relative to images/> <label>" (NOAH's lib/datasets.py
+                                            joins root + '/images'); Stanford Cars' lines are "cars_train/..."
+                                            and "cars_test/..." relative to the dataset folder itself.
+
+The image root is `<dataset>/images` when the list's first path exists there, else the dataset folder. The
+dataset folder may carry the task's name or the names NOAH uses (its repository: fgvc-aircraft, food101,
+oxford-flowers102, oxford-pets, standford-cars [sic]; its scripts: fgvc_aircraft, food-101, oxford_flowers,
+oxford_pets, stanford_cars); see FOLDER_NAMES. NOAH's 1-shot Oxford-Pets lists repeat every line twice; the
+duplicates are kept, as NOAH trained on them.
+
+Splits: `train_shot<k>_seed<s>` (15 of them; `fewshot_split(k, s)` builds the name), `val`, `test`. The protocol
+trains on train_shot16_seed0; pass train_split=fewshot_split(k, s) (and clean_train_split) to run another.
+"""
+from __future__ import annotations
+
+import os
+
+from petlbench.data import DataError, Sample, read_list_file, require_dir
+from petlbench.errors import ConfigError
+from petlbench.task import TASKS, Protocol, Task
+
+SHOTS = (1, 2, 4, 8, 16)
+SEEDS = (0, 1, 2)
+
+# name -> (classes, test images, one-line description). Counts: ../shared/reference/repadapter_protocol.md.
+DATASETS: dict[str, tuple[int, int, str]] = {
+    "fgvc_aircraft": (100, 3333, "FGVC-Aircraft variants"),
+    "food101": (101, 30300, "Food-101"),
+    "oxford_flowers102": (102, 2463, "Oxford Flowers-102"),
+    "oxford_pets": (37, 3669, "Oxford-IIIT Pets"),
+    "stanford_cars": (196, 8041, "Stanford Cars"),
+}
+
+# Folder names accepted under <data_root>, first match wins: ours, then NOAH's repository and script names.
+FOLDER_NAMES: dict[str, tuple[str, ...]] = {
+    "fgvc_aircraft": ("fgvc_aircraft", "fgvc-aircraft"),
+    "food101": ("food101", "food-101"),
+    "oxford_flowers102": ("oxford_flowers102", "oxford-flowers102", "oxford_flowers"),
+    "oxford_pets": ("oxford_pets", "oxford-pets"),
+    "stanford_cars": ("stanford_cars", "stanford-cars", "standford-cars", "standford_cars"),
+}
+
+
+def fewshot_split(shot: int, seed: int) -> str:
+    """The split name of NOAH's k-shot list for a split seed, e.g. fewshot_split(16, 0) == "train_shot16_seed0"."""
+    if shot not in SHOTS or seed not in SEEDS:
+        raise ConfigError(f"few-shot split: shot {shot!r}, seed {seed!r}; accepted shots {SHOTS}, seeds {SEEDS}")
+    return f"train_shot{shot}_seed{seed}"
+
+
+TRAIN_SPLITS = tuple(fewshot_split(k, s) for k in SHOTS for s in SEEDS)
+SPLITS = TRAIN_SPLITS + ("val", "test")
+
+
+def split_file(split: str) -> str:
+    """The NOAH list-file name of a split: train_meta.list.num_shot_<k>.seed_<s>, val_meta.list, test_meta.list."""
+    if split in ("val", "test"):
+        return f"{split}_meta.list"
+    shot, seed = split[len("train_shot"):].split("_seed")
+    return f"train_meta.list.num_shot_{int(shot)}.seed_{int(seed)}"
+
+
+def dataset_folder(data_root: str, names: tuple[str, ...], what: str) -> str:
+    """The first of `names` that is a folder under data_root; DataError naming every path tried."""
+    require_dir(data_root, "data root")
+    tried = [os.path.join(data_root, n) for n in names]
+    for path in tried:
+        if os.path.isdir(path):
+            return path
+    raise DataError(f"{what}: no dataset folder under {data_root!r}; tried {', '.join(map(repr, tried))}")
+
+
+def _first_path(list_path: str) -> str | None:
+    with open(list_path, encoding="utf-8") as f:
+        for line in f:
+            parts = line.strip().rsplit(maxsplit=1)
+            if len(parts) == 2:
+                return parts[0]
+    return None
+
+
+def image_root(folder: str, list_path: str) -> str:
+    """`<folder>/images` (NOAH) or `<folder>` (Stanford Cars): where the list's first path exists, else the
+    first of them that exists (read_list_file then names the missing image)."""
+    candidates = [os.path.join(folder, "images"), folder]
+    first = _first_path(list_path)
+    if first is not None:
+        for root in candidates:
+            if os.path.isfile(os.path.join(root, first)):
+                return root
+    return next(r for r in candidates if os.path.isdir(r))
+
+
+def fewshot_samples(task: Task, data_root: str, split: str) -> list[Sample]:
+    name = task.name.split("/", 1)[1]
+    folder = dataset_folder(data_root, FOLDER_NAMES[name], f"task {task.name!r}")
+    list_path = os.path.join(folder, "annotations", split_file(split))
+    if not os.path.isfile(list_path):
+        raise DataError(f"task {task.name!r}, split {split!r}: list file {list_path!r} does not exist "
+                        f"(NOAH's data/few-shot/<dataset>/annotations/{split_file(split)})")
+    return read_list_file(list_path, image_root(folder, list_path), task.num_classes)
+
+
+# NOAH's few-shot protocol: configs/*/few-shot/slurm_train_*_few-shot.sh (--lr 0.005 --weight-decay 0.0001
+# --batch-size 64 --epochs 100) and the argparse defaults of supernet_train_prompt.py (the rest). RepAdapter's
+# train.py --few-shot matches it except lr (its default 1e-3) and the eval resize (224 direct, no crop).
+FEWSHOT_PROTOCOL = dict(
+    epochs=100,  # NOAH script --epochs=100
+    batch_size=64,  # NOAH script --batch-size=64 (RepAdapter dataset.get_data default 64 too)
+    optimizer="adamw",  # supernet_train_prompt.py --opt default 'adamw'
+    lr=5e-3,  # NOAH script LR=0.005
+    weight_decay=1e-4,  # NOAH script WEIGHT_DECAY=0.0001
+    warmup_epochs=10,  # --warmup-epochs default 10 (cosine --sched default)
+    warmup_lr=1e-6,  # --warmup-lr default 1e-6
+    min_lr=1e-5,  # --min-lr default 1e-5
+    drop_path=0.1,  # --drop-path default 0.1
+    label_smoothing=0.1,  # --smoothing default 0.1 (applied through timm Mixup)
+    mixup=0.8,  # --mixup default 0.8
+    cutmix=1.0,  # --cutmix default 1.0
+    randaugment="rand-m9-mstd0.5-inc1",  # --aa default
+    random_erasing=0.25,  # --reprob 0.25
+    interpolation="bicubic",  # --train-interpolation default 'bicubic'
+    eval_every=10,  # --val_interval default 10
+    selection="reproduction",  # NOAH and RepAdapter report the best periodic test accuracy
+    seed=0,  # supernet_train_prompt.py --seed default 0 (RepAdapter's train.py: 42)
+)
+
+for _name, (_classes, _test, _desc) in DATASETS.items():
+    TASKS.add(Task(
+        name=f"fewshot/{_name}", benchmark="fewshot", num_classes=_classes, splits=SPLITS,
+        samples_fn=fewshot_samples,
+        protocol=Protocol(**FEWSHOT_PROTOCOL, train_split="train_shot16_seed0",
+                          clean_train_split="train_shot16_seed0", val_split="val", test_split="test"),
+        method_defaults={"repadapter": {"scale": 1.0}},  # RepAdapter configs/repblock_few_shot/*.yaml: scale 1
+        summary=f"few-shot {_desc} ({_classes} classes), 1/2/4/8/16 shots x seeds 0-2 (NOAH splits); "
+                f"test {_test:,} images; top-1",
+    ))

@@ -1,0 +1,218 @@
+"""The offline mini-benchmark: small image tasks that ship (scikit-learn's digits) or are generated
+procedurally in the spirit of VTAB-1k's Structured group, written in the VTAB list-file format and read by
+the same loader as VTAB-1k (`tasks.vtab.list_file_samples`). Backbone: a tiny ViT (petlbench_vit_mini,
+32 px, patch 4) pretrained by scripts/pretrain_mini.py on a separate procedural upstream task (textured shapes,
+see `upstream_sample`); its weights ship in petlbench/weights/.
+
+What it is: an end-to-end check, in minutes on a CPU, that every method trains through the real pipeline and
+that the usual PETL picture appears (PETL above linear probing and above a random backbone). What it is not:
+VTAB-1k. Its numbers say nothing about any method's accuracy on real benchmarks.
+
+Tasks (classes): digits (10, real 8x8 handwritten digits upscaled), dsprites_loc (8 x-position bins of one
+shape), dsprites_ori (8 orientation bins of an arrow-like triangle), clevr_count (1..6 objects -> 6 classes).
+Splits: train (400), val (100), trainval (500), test (500; digits: the remaining 1,297).
+"""
+from __future__ import annotations
+
+import math
+import os
+
+import numpy as np
+
+from petlbench.task import TASKS, Protocol, Task
+
+from .vtab import list_file_samples
+
+SIZE = 32
+N_TRAIN, N_VAL, N_TEST = 400, 100, 500
+SPLITS = ("train", "val", "trainval", "test")
+DATASETS = {"digits": 10, "dsprites_loc": 8, "dsprites_ori": 8, "clevr_count": 6}
+GENERATOR_VERSION = "1"  # bump when generation changes; a folder with another version is regenerated
+
+PROTOCOL = Protocol(
+    backbone="petlbench_vit_mini", weights="petlbench:vit_mini_procedural", drop_path=0.0,
+    epochs=30, batch_size=64, lr=2e-3, weight_decay=1e-4, warmup_epochs=3, warmup_lr=1e-5, min_lr=1e-5,
+    img_size=SIZE, interpolation="bicubic", normalize="imagenet", eval_every=5, selection="reproduction",
+    train_split="trainval", clean_train_split="train", val_split="val", test_split="test", seed=0,
+)
+
+
+def default_root() -> str:
+    """Where the mini data is generated unless a data root is given: $PETLBENCH_CACHE/mini or
+    ~/.cache/petlbench/mini."""
+    base = os.environ.get("PETLBENCH_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "petlbench")
+    return os.path.join(base, "mini")
+
+
+# --- procedural drawing (numpy only, antialiased by 4x supersampling) -------------------------------------
+def _grid(n: int = SIZE * 4):
+    c = (np.arange(n) + 0.5) / n * SIZE
+    return np.meshgrid(c, c)  # x, y in pixel units
+
+
+_XX, _YY = _grid()
+
+
+def _shape_mask(kind: str, cx: float, cy: float, r: float, angle: float = 0.0) -> np.ndarray:
+    """Boolean supersampled mask of a shape centred at (cx, cy) with radius r, rotated by angle (radians)."""
+    x, y = _XX - cx, _YY - cy
+    ca, sa = math.cos(angle), math.sin(angle)
+    u, v = ca * x + sa * y, -sa * x + ca * y
+    if kind == "circle":
+        return u * u + v * v <= r * r
+    if kind == "square":
+        return (abs(u) <= r * 0.8) & (abs(v) <= r * 0.8)
+    if kind == "triangle":  # isosceles, pointing along +u: orientation is unambiguous over 360 degrees
+        return (u >= -r * 0.6) & (u <= r) & (abs(v) <= (r - u) * 0.45)
+    if kind == "cross":
+        return ((abs(u) <= r) & (abs(v) <= r * 0.3)) | ((abs(v) <= r) & (abs(u) <= r * 0.3))
+    raise ValueError(kind)
+
+
+def _texture(kind: str, rng: np.random.Generator) -> np.ndarray:
+    f = rng.uniform(1.2, 2.2)
+    ph = rng.uniform(0, 2 * math.pi)
+    if kind == "solid":
+        return np.ones_like(_XX)
+    if kind == "stripes":
+        return (np.sin(_XX * f * 1.5 + ph) > 0).astype(float) * 0.75 + 0.25
+    if kind == "dots":
+        return ((np.sin(_XX * f * 1.5) * np.sin(_YY * f * 1.5)) > 0.3).astype(float) * 0.75 + 0.25
+    if kind == "checker":
+        return ((np.floor(_XX / 2.5) + np.floor(_YY / 2.5)) % 2) * 0.75 + 0.25
+    raise ValueError(kind)
+
+
+def _downsample(canvas: np.ndarray) -> np.ndarray:
+    h = canvas.shape[0] // 4
+    return canvas.reshape(h, 4, h, 4, 3).mean(axis=(1, 3))
+
+
+def _paint(canvas: np.ndarray, mask: np.ndarray, color, texture: np.ndarray | None = None) -> None:
+    """Draw `color` (modulated by `texture`) where `mask` is set; leave the rest of the canvas."""
+    shade = mask.astype(float) if texture is None else mask * texture
+    canvas[:] = np.where(mask[..., None], shade[..., None] * np.asarray(color, dtype=float), canvas)
+
+
+def _to_uint8(canvas: np.ndarray, rng: np.random.Generator, noise: float = 0.03) -> np.ndarray:
+    img = _downsample(canvas) + rng.normal(0, noise, (SIZE, SIZE, 3))
+    return (np.clip(img, 0, 1) * 255).round().astype(np.uint8)
+
+
+def _random_color(rng: np.random.Generator) -> np.ndarray:
+    c = rng.uniform(0.3, 1.0, 3)
+    c[rng.integers(3)] = rng.uniform(0.8, 1.0)
+    return c
+
+
+SHAPES = ("circle", "square", "triangle", "cross")
+TEXTURES = ("solid", "stripes", "dots", "checker")
+
+
+def upstream_sample(rng: np.random.Generator) -> tuple[np.ndarray, int]:
+    """The pretraining task (not a downstream task): one textured shape among distractors; the label is its
+    (shape, texture) pair, 16 classes, with position, size, rotation and colours random."""
+    n4 = SIZE * 4
+    canvas = np.zeros((n4, n4, 3)) + rng.uniform(0, 0.3, 3)
+    for _ in range(rng.integers(0, 3)):  # small solid distractors
+        _paint(canvas, _shape_mask(SHAPES[rng.integers(4)], *rng.uniform(3, SIZE - 3, 2), rng.uniform(1.5, 3),
+                                   rng.uniform(0, 2 * math.pi)), _random_color(rng) * 0.6)
+    s, t = rng.integers(4), rng.integers(4)
+    r = rng.uniform(6, 11)
+    cx, cy = rng.uniform(r * 0.7, SIZE - r * 0.7, 2)
+    _paint(canvas, _shape_mask(SHAPES[s], cx, cy, r, rng.uniform(0, 2 * math.pi)), _random_color(rng),
+           _texture(TEXTURES[t], rng))
+    return _to_uint8(canvas, rng), int(s * 4 + t)
+
+
+def _dsprites(rng: np.random.Generator, task: str) -> tuple[np.ndarray, int]:
+    n4 = SIZE * 4
+    canvas = np.zeros((n4, n4, 3))
+    r = rng.uniform(3.5, 5.5)
+    cx, cy = rng.uniform(r, SIZE - r, 2)
+    if task == "loc":
+        kind, angle = SHAPES[rng.integers(3)], rng.uniform(0, 2 * math.pi)
+        label = min(7, int(cx / SIZE * 8))
+    else:
+        kind, angle = "triangle", rng.uniform(0, 2 * math.pi)
+        label = int(angle / (2 * math.pi) * 8) % 8
+        r *= 1.3
+    _paint(canvas, _shape_mask(kind, cx, cy, r, angle), (1.0, 1.0, 1.0))
+    return _to_uint8(canvas, rng, noise=0.02), label
+
+
+def _clevr_count(rng: np.random.Generator) -> tuple[np.ndarray, int]:
+    n4 = SIZE * 4
+    canvas = np.zeros((n4, n4, 3)) + 0.45
+    count = int(rng.integers(1, 7))
+    placed: list[tuple[float, float, float]] = []
+    while len(placed) < count:
+        r = rng.uniform(2.2, 3.5)
+        cx, cy = rng.uniform(r, SIZE - r, 2)
+        if all((cx - x) ** 2 + (cy - y) ** 2 > (r + rr + 1) ** 2 for x, y, rr in placed):
+            placed.append((cx, cy, r))
+            _paint(canvas, _shape_mask(SHAPES[rng.integers(2)], cx, cy, r, rng.uniform(0, 6.3)), _random_color(rng))
+    return _to_uint8(canvas, rng, noise=0.02), count - 1
+
+
+def _digits() -> tuple[np.ndarray, np.ndarray]:
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    imgs = []
+    for x in d.images:  # 8x8 in 0..16 -> 32x32 RGB
+        im = Image.fromarray((x / 16 * 255).astype(np.uint8)).resize((SIZE, SIZE), Image.BICUBIC)
+        imgs.append(np.repeat(np.asarray(im)[..., None], 3, axis=2))
+    return np.stack(imgs), d.target.astype(int)
+
+
+def _write_dataset(folder: str, images: np.ndarray, labels: np.ndarray, n_train: int, n_val: int) -> None:
+    from PIL import Image
+
+    os.makedirs(os.path.join(folder, "images"), exist_ok=True)
+    lines = []
+    for i, (img, lab) in enumerate(zip(images, labels)):
+        rel = f"images/{i:06d}.png"
+        Image.fromarray(img).save(os.path.join(folder, rel))
+        lines.append(f"{rel} {int(lab)}\n")
+    parts = {"train": lines[:n_train], "val": lines[n_train:n_train + n_val],
+             "trainval": lines[:n_train + n_val], "test": lines[n_train + n_val:]}
+    for split, ls in parts.items():
+        with open(os.path.join(folder, f"{split}.txt"), "w") as f:
+            f.writelines(ls)
+
+
+def generate(root: str | None = None, seed: int = 0) -> str:
+    """Write every mini dataset under `root` (default: `default_root()`), unless already there in this
+    generator version. Deterministic in `seed`. Returns the root."""
+    root = root or default_root()
+    stamp = os.path.join(root, ".generated")
+    if os.path.isfile(stamp) and open(stamp).read().strip() == f"{GENERATOR_VERSION} {seed}":
+        return root
+    os.makedirs(root, exist_ok=True)
+    n = N_TRAIN + N_VAL + N_TEST
+    for k, name in enumerate(DATASETS):
+        rng = np.random.default_rng([seed, k])
+        if name == "digits":
+            images, labels = _digits()
+            order = rng.permutation(len(labels))
+            images, labels = images[order], labels[order]
+        else:
+            make = {"dsprites_loc": lambda: _dsprites(rng, "loc"), "dsprites_ori": lambda: _dsprites(rng, "ori"),
+                    "clevr_count": lambda: _clevr_count(rng)}[name]
+            pairs = [make() for _ in range(n)]
+            images, labels = np.stack([p[0] for p in pairs]), np.array([p[1] for p in pairs])
+        _write_dataset(os.path.join(root, name), images, labels, N_TRAIN, N_VAL)
+    with open(stamp, "w") as f:
+        f.write(f"{GENERATOR_VERSION} {seed}\n")
+    return root
+
+
+for _name, _classes in DATASETS.items():
+    TASKS.add(Task(
+        name=f"mini/{_name}", benchmark="mini", num_classes=_classes, splits=SPLITS, samples_fn=list_file_samples,
+        protocol=PROTOCOL, group="Natural" if _name == "digits" else "Structured",
+        summary="offline mini-benchmark (generated; not VTAB-1k): 400+100 train, 500 test"
+                if _name != "digits" else "offline mini-benchmark: scikit-learn digits, 400+100 train, 1,297 test",
+    ))
