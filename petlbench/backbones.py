@@ -52,7 +52,7 @@ def head_parameters(model: nn.Module) -> list[nn.Parameter]:
 
 
 def _register_mini() -> None:
-    """`petlbench_vit_mini`: a 32 px ViT (patch 4, width 96, depth 6, 3 heads; 0.67M parameters) for the offline
+    """`petlbench_vit_mini`: a 32 px ViT (patch 8, width 96, depth 6, 3 heads; 0.67M parameters) for the offline
     mini-benchmark, built by timm's own ViT builder so every method and loader treats it as any timm ViT."""
     from timm.models import register_model
     from timm.models._builder import build_model_with_cfg
@@ -67,7 +67,7 @@ def _register_mini() -> None:
 
     @register_model
     def petlbench_vit_mini(pretrained: bool = False, **kwargs):
-        args = dict(img_size=32, patch_size=4, embed_dim=96, depth=6, num_heads=3, mlp_ratio=4.0)
+        args = dict(img_size=32, patch_size=8, embed_dim=96, depth=6, num_heads=3, mlp_ratio=4.0)
         args.update(kwargs)
         return build_model_with_cfg(VisionTransformer, "petlbench_vit_mini", pretrained,
                                     pretrained_filter_fn=checkpoint_filter_fn, **args)

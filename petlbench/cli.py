@@ -1,10 +1,12 @@
-"""The command line: the only place that parses argv or prints.
+"""petlbench: parameter-efficient transfer learning on vision backbones, benchmarked on one footing.
 
     petlbench methods                      list the registered methods, their options and defaults
     petlbench tasks [--benchmark NAME]     list the registered tasks, their classes, splits and protocol
     petlbench run --task T --method M ...  train one task with one method, append a record to the store
     petlbench mini                         the offline mini-benchmark (all methods, generated data, CPU)
     petlbench bench [--backbone NAME] ...  the efficiency table (params, GMACs, latency, memory; merged vs not)
+    petlbench bench-train ...              training images/s of each method vs full fine-tuning
+    petlbench estimate-vtab ...            a whole VTAB-1k run's time from measured per-step/per-image costs
 """
 from __future__ import annotations
 
@@ -232,6 +234,40 @@ def cmd_bench_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_estimate_vtab(args: argparse.Namespace) -> int:
+    import json
+
+    from .api import get_method
+    from .measure import environment, vtab_time_estimate
+
+    get_method(args.method)
+    if args.device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise PETLBenchError(f"--device {args.device}: no CUDA device is available here; use --device cpu")
+    bar = _Bar(not args.quiet)
+    try:
+        est = vtab_time_estimate(args.method, args.device, args.amp, args.batch_size, args.eval_batch_size,
+                                 steps=args.steps, decode_workers=args.decode_workers, progress=bar)
+    finally:
+        bar.close()
+    est["environment"] = environment(args.device, args.amp)
+    est["command"] = "petlbench " + " ".join(shlex.quote(a) for a in args.argv)
+    os.makedirs(args.out, exist_ok=True)
+    path = os.path.join(args.out, f"vtab_estimate_{args.method}_{args.device.replace(':', '')}.json")
+    with open(path, "w") as f:
+        json.dump(est, f, indent=1)
+    t = est["totals_s"]
+    print(f"VTAB-1k, {args.method}, {args.device} amp={args.amp}: train step (batch {args.batch_size}) "
+          f"{est['train_step_s'] * 1e3:.0f} ms, eval {est['eval_s_per_image'] * 1e3:.2f} ms/image, decode "
+          f"{min(est['decode_s_per_image'].values()) * 1e3:.2f}-{max(est['decode_s_per_image'].values()) * 1e3:.2f} "
+          f"ms/image on {args.decode_workers} workers")
+    print(f"estimate: decode {t['decode_s'] / 60:.1f} min + train {t['train_s'] / 60:.1f} min + test evaluations "
+          f"{t['eval_s'] / 60:.1f} min = {est['total_minutes']:.1f} min  ({path})")
+    return 0
+
+
 def _add_store_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--store", default=os.path.join("results", "store"), help="result store (default: %(default)s)")
     p.add_argument("--out", default=os.path.join("results", "runs"),
@@ -240,7 +276,9 @@ def _add_store_args(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="petlbench", description=__doc__.split("\n\n")[0])
+    # (this module is the only place that parses argv or prints)
+    p = argparse.ArgumentParser(prog="petlbench", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
     m = sub.add_parser("methods", help="list registered methods")
     m.set_defaults(func=cmd_methods)
@@ -291,6 +329,17 @@ def build_parser() -> argparse.ArgumentParser:
     bt.add_argument("--out", default=os.path.join("results", "efficiency"))
     bt.add_argument("--quiet", action="store_true")
     bt.set_defaults(func=cmd_bench_train)
+    ev = sub.add_parser("estimate-vtab", help="estimate a whole VTAB-1k run from measured per-step/image costs")
+    ev.add_argument("--method", default="repadapter")
+    ev.add_argument("--device", default="cpu")
+    ev.add_argument("--amp", choices=["auto", "bf16", "fp16", "off"], default="auto")
+    ev.add_argument("--batch-size", type=int, default=64)
+    ev.add_argument("--eval-batch-size", type=int, default=256)
+    ev.add_argument("--steps", type=int, default=3)
+    ev.add_argument("--decode-workers", type=int, default=8, help="decode processes assumed (default: 8)")
+    ev.add_argument("--out", default=os.path.join("results", "efficiency"))
+    ev.add_argument("--quiet", action="store_true")
+    ev.set_defaults(func=cmd_estimate_vtab)
     return p
 
 

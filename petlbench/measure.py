@@ -295,3 +295,82 @@ def train_throughput(backbone: str = "vit_base_patch16_224", methods: list[str] 
     full = df.loc[df.method == "full", "images_per_s"].iloc[0]
     df["speedup_vs_full"] = df["images_per_s"] / full
     return df
+
+
+def decode_seconds_per_image(width: int, height: int, out_size: int = 224, n: int = 20, seed: int = 0) -> float:
+    """Seconds to decode one JPEG of width x height (quality 90, smooth random content) and resize it to
+    out_size with bicubic interpolation, as the VTAB protocol's decode-once cache does."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from .data import resize_to_uint8
+
+    rng = np.random.default_rng(seed)
+    low = rng.integers(0, 255, (max(2, height // 8), max(2, width // 8), 3), dtype=np.uint8)
+    img = Image.fromarray(low).resize((width, height), Image.BILINEAR)
+    buf = io.BytesIO()
+    img.save(buf, format="JPEG", quality=90)
+    data = buf.getvalue()
+    tf = resize_to_uint8(out_size)
+    t0 = time.perf_counter()
+    for _ in range(n):
+        with Image.open(io.BytesIO(data)) as im:
+            tf(im.convert("RGB"))
+    return (time.perf_counter() - t0) / n
+
+
+def vtab_time_estimate(method: str = "repadapter", device: str = "cpu", amp: str = "auto",
+                       batch_size: int = 64, eval_batch_size: int = 256, steps: int = 3, decode_workers: int = 8,
+                       backbone: str = "vit_base_patch16_224", progress: Progress = _noop) -> dict:
+    """Estimated wall time of a whole VTAB-1k run of one method (19 datasets x 100 epochs on 1,000 images, a
+    test evaluation every 10 epochs, each image decoded once) from measured per-step, per-image-evaluation and
+    per-image-decode costs on `device`, with synthetic data of VTAB-1k's sizes (tasks/protocols/vtab1k.csv)."""
+    import csv
+    import os
+
+    from .api import create_model
+
+    dev = torch.device(device)
+    model = create_model(backbone, method=method, num_classes=100, drop_path_rate=0.1)
+    t_step = train_step_time(model, batch_size, 224, dev, amp, steps)
+    progress("estimate", 1, 3)
+    from .engine import autocast_for
+
+    model.eval()
+    x = torch.randn(eval_batch_size, 3, 224, 224, device=dev)
+    with torch.inference_mode(), autocast_for(dev, amp)():
+        model(x)
+        _sync(dev)
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            model(x)
+        _sync(dev)
+    t_eval_img = (time.perf_counter() - t0) / steps / eval_batch_size
+    progress("estimate", 2, 3)
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    csv_path = os.path.join(here, "tasks", "protocols", "vtab1k.csv")
+    if not os.path.isfile(csv_path):  # installed, not editable
+        import petlbench.tasks as tasks_pkg
+
+        csv_path = os.path.join(os.path.dirname(tasks_pkg.__file__), "protocols", "vtab1k.csv")
+    with open(csv_path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    decode_cache: dict[str, float] = {}
+    per = []
+    for r in rows:
+        size = r["typical_source_size"]
+        if size not in decode_cache:
+            w, h = (int(v) for v in size.split("x"))
+            decode_cache[size] = decode_seconds_per_image(w, h)
+        n_test = int(r["test_images"])
+        steps_total = 100 * math.ceil(1000 / batch_size)
+        per.append({"dataset": r["name"], "test_images": n_test, "decode_s": (1000 + n_test) * decode_cache[size] / decode_workers,
+                    "train_s": steps_total * t_step, "eval_s": 10 * n_test * t_eval_img})
+    progress("estimate", 3, 3)
+    total = {k: sum(p[k] for p in per) for k in ("decode_s", "train_s", "eval_s")}
+    return {"method": method, "backbone": backbone, "device": device, "amp": amp, "batch_size": batch_size,
+            "eval_batch_size": eval_batch_size, "train_step_s": t_step,
+            "eval_s_per_image": t_eval_img, "decode_s_per_image": decode_cache, "decode_workers": decode_workers,
+            "per_dataset": per, "totals_s": total, "total_minutes": sum(total.values()) / 60}

@@ -1,7 +1,7 @@
 """The offline mini-benchmark: small image tasks that ship (scikit-learn's digits) or are generated
 procedurally in the spirit of VTAB-1k's Structured group, written in the VTAB list-file format and read by
 the same loader as VTAB-1k (`tasks.vtab.list_file_samples`). Backbone: a tiny ViT (petlbench_vit_mini,
-32 px, patch 4) pretrained by scripts/pretrain_mini.py on a separate procedural upstream task (textured shapes,
+32 px, patch 8) pretrained by scripts/pretrain_mini.py on a separate procedural upstream task (textured shapes,
 see `upstream_sample`); its weights ship in petlbench/weights/.
 
 What it is: an end-to-end check, in minutes on a CPU, that every method trains through the real pipeline and
@@ -31,7 +31,7 @@ GENERATOR_VERSION = "1"  # bump when generation changes; a folder with another v
 
 PROTOCOL = Protocol(
     backbone="petlbench_vit_mini", weights="petlbench:vit_mini_procedural", drop_path=0.0,
-    epochs=30, batch_size=64, lr=2e-3, weight_decay=1e-4, warmup_epochs=3, warmup_lr=1e-5, min_lr=1e-5,
+    epochs=15, batch_size=64, lr=2e-3, weight_decay=1e-4, warmup_epochs=2, warmup_lr=1e-5, min_lr=1e-5,
     img_size=SIZE, interpolation="bicubic", normalize="imagenet", eval_every=5, selection="reproduction",
     train_split="trainval", clean_train_split="train", val_split="val", test_split="test", seed=0,
 )
@@ -213,6 +213,8 @@ for _name, _classes in DATASETS.items():
     TASKS.add(Task(
         name=f"mini/{_name}", benchmark="mini", num_classes=_classes, splits=SPLITS, samples_fn=list_file_samples,
         protocol=PROTOCOL, group="Natural" if _name == "digits" else "Structured",
+        # 16 patch tokens: 8 prompts rather than VPT's 50 keep the sequence (and the CPU budget) in proportion.
+        method_defaults={"vpt": {"tokens": 8}},
         summary="offline mini-benchmark (generated; not VTAB-1k): 400+100 train, 500 test"
                 if _name != "digits" else "offline mini-benchmark: scikit-learn digits, 400+100 train, 1,297 test",
     ))

@@ -3,7 +3,8 @@
     <data_root>/<dataset>/images/<split>/<idx>.jpg      (any relative paths work)
     <data_root>/<dataset>/{train800,val200,train800val200,test}.txt   lines "<relative path> <label>"
 
-Classes, groups and RepAdapter's published per-dataset scale s: tasks/protocols/vtab1k.csv (from
+Classes, groups, test sizes and RepAdapter's published per-dataset scale s (RepAdapter / RepAdapter_attn):
+tasks/protocols/vtab1k.csv (from
 ../shared/reference/repadapter_protocol.md). Protocol: `Protocol()` defaults (AdamW lr 1e-3, wd 1e-4, batch 64,
 100 epochs, cosine with 10 warm-up epochs, no augmentation, bicubic 224, ImageNet mean/std).
 """
@@ -39,6 +40,7 @@ for row in _rows():
     TASKS.add(Task(
         name=f"vtab/{row['name']}", benchmark="vtab", num_classes=int(row["classes"]), splits=SPLITS,
         samples_fn=list_file_samples, protocol=Protocol(), group=row["group"],
-        method_defaults={"repadapter": {"scale": float(row["repadapter_scale"])}},
+        method_defaults={"repadapter": {"scale": float(row["repadapter_scale"])},
+                         "repadapter where=attn": {"scale": float(row["repadapter_attn_scale"])}},
         summary=f"VTAB-1k {row['group']}: 800+200 train, official test split; top-1",
     ))

@@ -79,3 +79,17 @@ def test_write_files(table, tmp_path):
     md = open(paths["md"]).read()
     assert "| repadapter | merged |" in md and "x plain bs2" in md and "paper conv." in md
     assert json.load(open(paths["json"]))["backbone"] == BACKBONE
+
+
+def test_train_throughput_and_vtab_estimate():
+    from petlbench.measure import train_throughput, vtab_time_estimate
+
+    df = train_throughput(BACKBONE, ["linear", "repadapter"], batch_size=4, img_size=32, steps=1,
+                          **{k: v for k, v in VIT_VARIANTS["vit_cls"].items() if k != "img_size"})
+    assert list(df.method) == ["full", "linear", "repadapter"]
+    assert df.loc[df.method == "full", "speedup_vs_full"].item() == 1.0 and (df.images_per_s > 0).all()
+    est = vtab_time_estimate("repadapter", batch_size=2, eval_batch_size=2, steps=1, backbone="vit_tiny_patch16_224")
+    assert len(est["per_dataset"]) == 19 and sum(d["test_images"] for d in est["per_dataset"]) == 387_904
+    assert est["total_minutes"] == pytest.approx(sum(est["totals_s"].values()) / 60)
+    cifar = est["per_dataset"][0]
+    assert cifar["train_s"] == pytest.approx(100 * 500 * est["train_step_s"])  # 100 epochs x ceil(1000/2) steps
