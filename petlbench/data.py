@@ -37,6 +37,17 @@ def require_dir(path: str, what: str) -> str:
     return path
 
 
+def first_dir(data_root: str, candidates: tuple[str, ...], what: str, kind: str = "folder") -> str:
+    """The first of `candidates` (relative to data_root) that is a folder; DataError naming every path tried.
+    For datasets whose folder goes by several names in the wild (NOAH's, the archive's, ...)."""
+    require_dir(data_root, "data root")
+    tried = [os.path.join(data_root, c) for c in candidates]
+    for path in tried:
+        if os.path.isdir(path):
+            return path
+    raise DataError(f"{what}: no {kind} under {data_root!r}; tried {', '.join(map(repr, tried))}")
+
+
 def read_list_file(list_path: str, image_root: str, num_classes: int | None = None,
                    check_files: bool = True) -> list[Sample]:
     """Samples from a list file of "<path relative to image_root> <integer label>" lines.

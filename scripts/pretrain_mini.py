@@ -1,6 +1,6 @@
 #!/usr/bin/env python
 """Pretrain the mini-benchmark backbone (petlbench_vit_mini) on the procedural upstream task of tasks/mini.py
-(textured shapes, 16 classes; no downstream task is used) and write its weights, head removed, to
+(textured shapes and stroke glyphs, 32 classes; no downstream task is used) and write its weights, head removed, to
 petlbench/weights/vit_mini_procedural.safetensors (about 2.7 MB), the file the mini-benchmark ships with.
 
     .venv/bin/python scripts/pretrain_mini.py            # seed 0, the shipped file (about 8 minutes on 2 CPU cores)
@@ -46,7 +46,7 @@ def main() -> None:
     x_tr, y_tr = make(args.images, args.seed)
     x_te, y_te = make(2000, args.seed + 1000)
     print(f"generated {len(y_tr)} + {len(y_te)} upstream images in {time.time() - t0:.0f} s", flush=True)
-    model = petlbench.create_model("petlbench_vit_mini", method="full", num_classes=16)
+    model = petlbench.create_model("petlbench_vit_mini", method="full", num_classes=32)
     res = train(model, TensorBatches(x_tr, y_tr, 128, shuffle=True, seed=args.seed),
                 [EvalSet("heldout", TensorBatches(x_te, y_te, 500, shuffle=False))], epochs=args.epochs,
                 lr=args.lr, weight_decay=0.05, warmup_epochs=2, warmup_lr=1e-5, min_lr=1e-5,

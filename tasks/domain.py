@@ -42,7 +42,7 @@ import functools
 import importlib.util
 import os
 
-from petlbench.data import DataError, Sample, folder_samples, read_list_file, require_dir
+from petlbench.data import DataError, Sample, first_dir, folder_samples, read_list_file, require_dir
 from petlbench.task import TASKS, Protocol, Task
 
 from .fewshot import FEWSHOT_PROTOCOL, dataset_folder
@@ -108,16 +108,6 @@ IMAGENET_R_SUBSET = tuple(wnid_to_index()[w] for w in IMAGENET_R_WNIDS)
 
 
 # --- loaders ----------------------------------------------------------------------------------------------
-def first_dir(data_root: str, candidates: tuple[str, ...], what: str) -> str:
-    """The first of `candidates` (relative to data_root) that is a folder; DataError naming all tried."""
-    require_dir(data_root, "data root")
-    tried = [os.path.join(data_root, c) for c in candidates]
-    for path in tried:
-        if os.path.isdir(path):
-            return path
-    raise DataError(f"{what}: no image folder under {data_root!r}; tried {', '.join(map(repr, tried))}")
-
-
 def class_folders(root: str, mapping: dict[str, int], what: str) -> list[Sample]:
     """Samples of `root/<class folder>/<image>`, labels through `mapping`; a folder not in it is a DataError."""
     for d in sorted(os.listdir(root)):
@@ -205,7 +195,7 @@ def target_mapping(name: str) -> dict[str, int]:
 def target_samples(task: Task, data_root: str, split: str) -> list[Sample]:
     name = task.name.split("/", 1)[1]
     candidates, what = TARGET_LAYOUTS[name]
-    root = first_dir(data_root, candidates, f"task {task.name!r}")
+    root = first_dir(data_root, candidates, f"task {task.name!r}", "image folder")
     return class_folders(root, target_mapping(name), what)
 
 

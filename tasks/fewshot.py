@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import os
 
-from petlbench.data import DataError, Sample, read_list_file, require_dir
+from petlbench.data import DataError, Sample, first_dir, read_list_file, require_dir
 from petlbench.errors import ConfigError
 from petlbench.task import TASKS, Protocol, Task
 
@@ -72,12 +72,7 @@ def split_file(split: str) -> str:
 
 def dataset_folder(data_root: str, names: tuple[str, ...], what: str) -> str:
     """The first of `names` that is a folder under data_root; DataError naming every path tried."""
-    require_dir(data_root, "data root")
-    tried = [os.path.join(data_root, n) for n in names]
-    for path in tried:
-        if os.path.isdir(path):
-            return path
-    raise DataError(f"{what}: no dataset folder under {data_root!r}; tried {', '.join(map(repr, tried))}")
+    return first_dir(data_root, names, what, "dataset folder")
 
 
 def _first_path(list_path: str) -> str | None:

@@ -109,11 +109,43 @@ SHAPES = ("circle", "square", "triangle", "cross")
 TEXTURES = ("solid", "stripes", "dots", "checker")
 
 
+def _glyph_strokes(k: int) -> list[np.ndarray]:
+    """The fixed strokes of upstream glyph class k: 2-4 polylines of 2-4 points on a 5x5 grid in [-1, 1]^2,
+    drawn from a generator seeded by k alone (so the 16 glyph classes are the same on every machine)."""
+    g = np.random.default_rng(1000 + k)
+    return [(g.integers(0, 5, (g.integers(2, 5), 2)) - 2) / 2.0 for _ in range(g.integers(2, 5))]
+
+
+GLYPHS = [_glyph_strokes(k) for k in range(16)]
+
+
+def _stroke_mask(points: np.ndarray, width: float) -> np.ndarray:
+    """Supersampled mask of a polyline through `points` (pixel units) with the given half-width."""
+    mask = np.zeros_like(_XX, dtype=bool)
+    for (x0, y0), (x1, y1) in zip(points[:-1], points[1:]):
+        dx, dy = x1 - x0, y1 - y0
+        t = np.clip(((_XX - x0) * dx + (_YY - y0) * dy) / max(dx * dx + dy * dy, 1e-9), 0, 1)
+        mask |= (_XX - x0 - t * dx) ** 2 + (_YY - y0 - t * dy) ** 2 <= width * width
+    return mask
+
+
 def upstream_sample(rng: np.random.Generator) -> tuple[np.ndarray, int]:
-    """The pretraining task (not a downstream task): one textured shape among distractors; the label is its
-    (shape, texture) pair, 16 classes, with position, size, rotation and colours random."""
+    """The pretraining task (not a downstream task), 32 classes: half the images hold one textured shape among
+    distractors, labelled by its (shape, texture) pair (16 classes); the other half one of 16 fixed stroke
+    glyphs (handwriting-like, but not digits) under a random affine jitter. Position, size, rotation, stroke
+    width and colours are random."""
     n4 = SIZE * 4
     canvas = np.zeros((n4, n4, 3)) + rng.uniform(0, 0.3, 3)
+    if rng.random() < 0.5:
+        k = int(rng.integers(16))
+        angle, scale = rng.uniform(-0.4, 0.4), rng.uniform(7, 11)
+        rot = np.array([[math.cos(angle), -math.sin(angle)], [math.sin(angle), math.cos(angle)]])
+        shift = rng.uniform(scale + 1, SIZE - scale - 1, 2)
+        color, width = _random_color(rng), rng.uniform(0.9, 1.8)
+        for stroke in GLYPHS[k]:
+            pts = stroke @ rot.T * scale * rng.uniform(0.9, 1.1) + shift
+            _paint(canvas, _stroke_mask(pts, width), color)
+        return _to_uint8(canvas, rng), 16 + k
     for _ in range(rng.integers(0, 3)):  # small solid distractors
         _paint(canvas, _shape_mask(SHAPES[rng.integers(4)], *rng.uniform(3, SIZE - 3, 2), rng.uniform(1.5, 3),
                                    rng.uniform(0, 2 * math.pi)), _random_color(rng) * 0.6)
