@@ -164,7 +164,6 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise ConfigError(f"task {args.task!r} needs --data-root (the folder that holds "
                           f"{TASKS.get(args.task).name.split('/', 1)[1]}/)")
     store, out = _store_and_out(args)
-    spec.execution.progress = not args.quiet
     bar = _Bar(not args.quiet)
     try:
         rec = execute(spec, data_root, store, out, force=args.force,

@@ -52,7 +52,6 @@ class Execution:
     num_workers: int = -1  # decode workers; -1: min(8, cpus)
     on_bad_image: Literal["fail", "skip"] = "fail"  # an image that does not decode: stop, or skip and count
     data_on_device: Literal["auto", "yes", "no"] = "auto"  # keep decoded uint8 splits on the GPU when they fit
-    progress: bool = False  # progress bars (the CLI turns them on)
 
     def validate(self) -> str | None:
         if self.grad_accum < 1:
@@ -237,27 +236,30 @@ def train(model: nn.Module, train_batches: Iterable, evals: list[EvalSet], *, ep
         for i, (x, y) in enumerate(train_batches):
             x = _to_input(x, device, mean, std, ex.channels_last)
             y = y.to(device, non_blocking=True)
-            if mixer is not None:
-                x, y = mixer(x, y)
-            with autocast():
-                logits = fwd(x)
-            logits = logits.float()
-            if mixer is not None:
-                loss = torch.sum(-y * F.log_softmax(logits, dim=-1), dim=-1).mean()
-            else:
-                loss = F.cross_entropy(logits, y, label_smoothing=label_smoothing)
-            if not torch.isfinite(loss):
-                raise NonFiniteLoss(f"loss is {loss.item()} at epoch {epoch + 1}, batch {i + 1}")
-            (loss / ex.grad_accum).backward()
+            if mixer is not None and len(x) % 2:  # timm's Mixup pairs samples: an odd batch loses one
+                x, y = x[:-1], y[:-1]
+            if len(x):
+                if mixer is not None:
+                    x, y = mixer(x, y)
+                with autocast():
+                    logits = fwd(x)
+                logits = logits.float()
+                if mixer is not None:
+                    loss = torch.sum(-y * F.log_softmax(logits, dim=-1), dim=-1).mean()
+                else:
+                    loss = F.cross_entropy(logits, y, label_smoothing=label_smoothing)
+                if not torch.isfinite(loss):
+                    raise NonFiniteLoss(f"loss is {loss.item()} at epoch {epoch + 1}, batch {i + 1}")
+                (loss / ex.grad_accum).backward()
+                loss_sum += loss.item()
+                n_batches += 1
+                result.images_seen += len(x)
             if (i + 1) % ex.grad_accum == 0 or i + 1 == len(train_batches):
                 for g in opt.param_groups:
                     g["lr"] = schedule[min(step, len(schedule) - 1)]
                 opt.step()
                 opt.zero_grad(set_to_none=True)
                 step += 1
-            loss_sum += loss.item()
-            n_batches += 1
-            result.images_seen += len(x)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         t_train += time.perf_counter() - t0

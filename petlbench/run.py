@@ -150,10 +150,11 @@ class LoaderBatches:
                 yield images, labels
 
 
-def load_split(task: Task, root: str, split: str, p: Protocol, ex: Execution, train_mode: bool, device):
+def load_split(task: Task, root: str, split: str, p: Protocol, ex: Execution, train_mode: bool, device,
+               samples: list[Sample] | None = None):
     """Batches of one split: augmented per epoch through workers, or decoded once into uint8 tensors (kept on
-    the GPU when asked or when they fit comfortably)."""
-    samples = task.samples(root, split)
+    the GPU when asked or when they fit comfortably). `samples`: the split's samples if already read."""
+    samples = samples if samples is not None else task.samples(root, split)
     bs = p.batch_size // ex.grad_accum if train_mode else ex.eval_batch_size
     if train_mode and augmented(p):
         ds = ImageDataset(samples, train_transform(p), ex.on_bad_image)
@@ -230,9 +231,11 @@ def execute(spec: RunSpec, data_root: str, store: ResultStore, out_dir: str, for
     clean = p.selection == "clean"
     train_split = p.clean_train_split if clean else p.train_split
     select_split = p.val_split if clean else p.test_split
+    # Cheap checks first: the list files (every line and image path) and the weights, before any decoding.
+    train_samples, select_samples = task.samples(data_root, train_split), task.samples(data_root, select_split)
     model = build_model(spec)
-    train_batches, train_bad = load_split(task, data_root, train_split, p, ex, True, device)
-    select_batches, select_bad = load_split(task, data_root, select_split, p, ex, False, device)
+    train_batches, train_bad = load_split(task, data_root, train_split, p, ex, True, device, train_samples)
+    select_batches, select_bad = load_split(task, data_root, select_split, p, ex, False, device, select_samples)
     evals = [EvalSet(select_split, select_batches, task.logit_subset)]
     run_dir = os.path.join(out_dir, task.benchmark)
     os.makedirs(run_dir, exist_ok=True)

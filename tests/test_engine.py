@@ -102,3 +102,11 @@ def test_resume_after_kill_is_exact(tmp_path):
     assert [h["epoch"] for h in resumed.history] == [1, 2, 3, 4]
     for a, b in zip(straight.history, resumed.history):
         assert a["loss"] == pytest.approx(b["loss"], rel=1e-5) and a["train"] == b["train"]
+
+
+def test_mixup_with_an_odd_last_batch():
+    model = build("repadapter")
+    x, y = quadrant_data(9)
+    res = train(model, TensorBatches(x, y, 4, True), [], epochs=1, lr=1e-3, weight_decay=0.0, mixup=0.8, cutmix=1.0,
+                label_smoothing=0.1, num_classes=5, execution=Execution(device="cpu"))
+    assert res.images_seen == 8  # 4 + 4 + (1 dropped: Mixup pairs samples)
