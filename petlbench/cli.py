@@ -198,7 +198,7 @@ def cmd_bench_train(args: argparse.Namespace) -> int:
     from .api import get_method, list_methods
     from .backbones import check_backbone
     from .measure import environment, train_throughput
-    from .report import _write_text, markdown_table
+    from .report import write_text, markdown_table
 
     methods = list_methods() if args.methods == "all" else [m.strip() for m in args.methods.split(",") if m.strip()]
     check_backbone(args.backbone)
@@ -227,8 +227,8 @@ def cmd_bench_train(args: argparse.Namespace) -> int:
         + f", torch {env['torch']}. Made by `{cmd}`.\n")
     os.makedirs(args.out, exist_ok=True)
     stem = os.path.join(args.out, f"train_{args.backbone}_{args.device.replace(':', '')}")
-    _write_text(stem + ".csv", df.to_csv(index=False, float_format="%.6g"))
-    _write_text(stem + ".md", md)
+    write_text(stem + ".csv", df.to_csv(index=False, float_format="%.6g"))
+    write_text(stem + ".md", md)
     print(md)
     return 0
 
@@ -255,8 +255,9 @@ def cmd_estimate_vtab(args: argparse.Namespace) -> int:
     est["command"] = "petlbench " + " ".join(shlex.quote(a) for a in args.argv)
     os.makedirs(args.out, exist_ok=True)
     path = os.path.join(args.out, f"vtab_estimate_{args.method}_{args.device.replace(':', '')}.json")
-    with open(path, "w") as f:
-        json.dump(est, f, indent=1)
+    from .report import write_text
+
+    write_text(path, json.dumps(est, indent=1) + "\n")
     t = est["totals_s"]
     print(f"VTAB-1k, {args.method}, {args.device} amp={args.amp}: train step (batch {args.batch_size}) "
           f"{est['train_step_s'] * 1e3:.0f} ms, eval {est['eval_s_per_image'] * 1e3:.2f} ms/image, decode "

@@ -9,7 +9,7 @@ from typing import Any
 from .checkpoint import atomic_write_bytes
 
 
-def _write_text(path: str, text: str) -> None:
+def write_text(path: str, text: str) -> None:
     def write(tmp: str) -> None:
         with open(tmp, "w", encoding="utf-8") as f:
             f.write(text)
@@ -74,9 +74,9 @@ def write_efficiency(df, meta: dict, out_dir: str, stem: str) -> dict[str, str]:
     """Write `<stem>.csv` (raw numbers), `<stem>.md` and `<stem>.json` (how it was made) under `out_dir`."""
     os.makedirs(out_dir, exist_ok=True)
     paths = {ext: os.path.join(out_dir, f"{stem}.{ext}") for ext in ("csv", "md", "json")}
-    _write_text(paths["csv"], df.to_csv(index=False, float_format="%.6g"))
-    _write_text(paths["md"], efficiency_markdown(df, meta))
-    _write_text(paths["json"], json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    write_text(paths["csv"], df.to_csv(index=False, float_format="%.6g"))
+    write_text(paths["md"], efficiency_markdown(df, meta))
+    write_text(paths["json"], json.dumps(meta, indent=2, sort_keys=True) + "\n")
     return paths
 
 
@@ -124,7 +124,7 @@ def mini_outputs(records: list[dict], out_dir: str, quick: bool, n_planned: int)
     os.makedirs(out_dir, exist_ok=True)
     stem = "mini_quick" if quick else "mini"
     paths = {k: os.path.join(out_dir, f"{stem}.{k}") for k in ("csv", "md", "png")}
-    _write_text(paths["csv"], wide.to_csv(index=False, float_format="%.4g"))
+    write_text(paths["csv"], wide.to_csv(index=False, float_format="%.4g"))
     header = ["backbone", "method", "trainable params", "% of backbone"] + tasks + \
         [c for c in wide.columns if str(c).startswith("mean")]
     rows = []
@@ -141,7 +141,7 @@ def mini_outputs(records: list[dict], out_dir: str, quick: bool, n_planned: int)
         "This is an end-to-end check on generated data, not VTAB-1k: it says nothing about accuracy on real "
         "benchmarks.",
     ]
-    _write_text(paths["md"], f"# {title}\n\n" + markdown_table(header, rows) + "\n" + "\n".join(foot) + "\n")
+    write_text(paths["md"], f"# {title}\n\n" + markdown_table(header, rows) + "\n" + "\n".join(foot) + "\n")
     fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
     for init, marker in (("pretrained", "o"), ("random", "x")):
         sub = wide[wide["init"] == init]
