@@ -45,6 +45,15 @@ def _method_cfgs(items: list[str], methods: list[str]) -> dict[str, dict]:
     return out
 
 
+def _check_device(device: str) -> None:
+    """A CUDA device that is not there is a user error, named before any model is built."""
+    if device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise PETLBenchError(f"--device {device}: no CUDA device is available here; use --device cpu")
+
+
 class _Bar:
     """One tqdm bar per stage, on stderr."""
 
@@ -92,11 +101,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     check_backbone(args.backbone)
     for m in methods:  # bad names and options fail here, before any model is built
         get_method(m, cfgs.get(m))
-    if args.device.startswith("cuda"):
-        import torch
-
-        if not torch.cuda.is_available():
-            raise PETLBenchError(f"--device {args.device}: no CUDA device is available here; use --device cpu")
+    _check_device(args.device)
     bar = _Bar(not args.quiet)
     started = datetime.datetime.now(datetime.timezone.utc)
     try:
@@ -204,11 +209,7 @@ def cmd_bench_train(args: argparse.Namespace) -> int:
     check_backbone(args.backbone)
     for m in methods:
         get_method(m)
-    if args.device.startswith("cuda"):
-        import torch
-
-        if not torch.cuda.is_available():
-            raise PETLBenchError(f"--device {args.device}: no CUDA device is available here; use --device cpu")
+    _check_device(args.device)
     bar = _Bar(not args.quiet)
     try:
         df = train_throughput(args.backbone, methods, args.batch_size, args.img_size, args.device, args.amp,
@@ -240,11 +241,7 @@ def cmd_estimate_vtab(args: argparse.Namespace) -> int:
     from .measure import environment, vtab_time_estimate
 
     get_method(args.method)
-    if args.device.startswith("cuda"):
-        import torch
-
-        if not torch.cuda.is_available():
-            raise PETLBenchError(f"--device {args.device}: no CUDA device is available here; use --device cpu")
+    _check_device(args.device)
     bar = _Bar(not args.quiet)
     try:
         est = vtab_time_estimate(args.method, args.device, args.amp, args.batch_size, args.eval_batch_size,
