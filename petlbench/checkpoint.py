@@ -31,6 +31,18 @@ def atomic_write_bytes(path: str, write) -> None:
         raise
 
 
+def atomic_write_text(path: str, text: str) -> None:
+    """Write `text` to `path` atomically, flushed to disk before the rename (records, tables)."""
+
+    def write(tmp: str) -> None:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+
+    atomic_write_bytes(path, write)
+
+
 def tuned_state(model: nn.Module) -> dict[str, torch.Tensor]:
     """name -> tensor of every trainable parameter (method parameters and head)."""
     return {n: p.detach() for n, p in model.named_parameters() if p.requires_grad}

@@ -45,6 +45,13 @@ def _method_cfgs(items: list[str], methods: list[str]) -> dict[str, dict]:
     return out
 
 
+def _method_list(text: str) -> list[str]:
+    """--methods: 'all' or comma-separated names (checked by the caller through the registry)."""
+    from .api import list_methods
+
+    return list_methods() if text == "all" else [m.strip() for m in text.split(",") if m.strip()]
+
+
 def _check_device(device: str) -> None:
     """A CUDA device that is not there is a user error, named before any model is built."""
     if device.startswith("cuda"):
@@ -91,12 +98,12 @@ def cmd_methods(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from .api import get_method, list_methods
+    from .api import get_method
     from .backbones import check_backbone
     from .measure import efficiency_table, environment
     from .report import write_efficiency
 
-    methods = list_methods() if args.methods == "all" else [m.strip() for m in args.methods.split(",") if m.strip()]
+    methods = _method_list(args.methods)
     cfgs = _method_cfgs(args.cfg, methods)
     check_backbone(args.backbone)
     for m in methods:  # bad names and options fail here, before any model is built
@@ -200,12 +207,12 @@ def cmd_mini(args: argparse.Namespace) -> int:
 
 
 def cmd_bench_train(args: argparse.Namespace) -> int:
-    from .api import get_method, list_methods
+    from .api import get_method
     from .backbones import check_backbone
     from .measure import environment, train_throughput
     from .report import write_text, markdown_table
 
-    methods = list_methods() if args.methods == "all" else [m.strip() for m in args.methods.split(",") if m.strip()]
+    methods = _method_list(args.methods)
     check_backbone(args.backbone)
     for m in methods:
         get_method(m)

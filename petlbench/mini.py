@@ -4,7 +4,6 @@ VTAB-style table and a plot from the store's records. See tasks/mini.py for what
 from __future__ import annotations
 
 import logging
-import os
 from typing import Callable
 
 from .errors import PETLBenchError
@@ -47,11 +46,9 @@ def run_mini(store: ResultStore, out_dir: str, results_dir: str, quick: bool = F
         hashes.append(spec.config_hash)
         try:
             execute(spec, root, store, out_dir)
-        except PETLBenchError as e:
+        except (PETLBenchError, RuntimeError) as e:  # execute recorded it as failed; the benchmark goes on
             failed.append(f"{task} {method}: {e}")
             log.warning("run failed: %s %s: %s", task, method, e)
-        except RuntimeError as e:  # recorded as failed by execute; the benchmark goes on
-            failed.append(f"{task} {method}: {e}")
     if progress:
         progress("mini runs", len(plan), len(plan))
     from .report import mini_outputs

@@ -6,15 +6,9 @@ import math
 import os
 from typing import Any
 
-from .checkpoint import atomic_write_bytes
+from .checkpoint import atomic_write_text as write_text
 
 
-def write_text(path: str, text: str) -> None:
-    def write(tmp: str) -> None:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-
-    atomic_write_bytes(path, write)
 
 
 def _fmt_int(v: Any) -> str:

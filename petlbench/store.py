@@ -13,7 +13,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
-from .checkpoint import atomic_write_bytes
+from .checkpoint import atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -43,15 +43,7 @@ class ResultStore:
     def append(self, record: dict[str, Any]) -> str:
         """Write `record` (must carry `config_hash`) atomically; returns its path."""
         path = self.path_for(record)
-        text = json.dumps(record, indent=1, sort_keys=True, default=str) + "\n"
-
-        def write(tmp: str) -> None:
-            with open(tmp, "w", encoding="utf-8") as f:
-                f.write(text)
-                f.flush()
-                os.fsync(f.fileno())
-
-        atomic_write_bytes(path, write)
+        atomic_write_text(path, json.dumps(record, indent=1, sort_keys=True, default=str) + "\n")
         return path
 
     def get(self, benchmark: str, chash: str) -> dict[str, Any] | None:

@@ -42,7 +42,7 @@ import functools
 import importlib.util
 import os
 
-from petlbench.data import DataError, Sample, first_dir, folder_samples, read_list_file, require_dir
+from petlbench.data import DataError, Sample, first_dir, folder_samples, read_list_file
 from petlbench.task import TASKS, Protocol, Task
 
 from .fewshot import FEWSHOT_PROTOCOL, dataset_folder

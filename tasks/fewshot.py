@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import os
 
-from petlbench.data import DataError, Sample, first_dir, read_list_file, require_dir
+from petlbench.data import DataError, Sample, first_dir, read_list_file
 from petlbench.errors import ConfigError
 from petlbench.task import TASKS, Protocol, Task
 
