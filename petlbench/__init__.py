@@ -7,11 +7,37 @@
     plain = petlbench.merge(model)
     petlbench.save_tuned(model, "task.safetensors"); petlbench.load_tuned(model, "task.safetensors")
 """
-from .api import apply_method, count_paper, count_trainable, create_model, get_method, list_methods, merge, method_of
-from .checkpoint import load_tuned, save_tuned
-from .errors import CheckpointError, ConfigError, MergeError, PETLBenchError, UnknownNameError
-from .method import METHODS, PETLInfo, PETLMethod, Wrapper, register_method
-from .sites import Site
+from typing import TYPE_CHECKING
+
+# The public names resolve on first use (PEP 562), so tools that only read results (`petlbench table`, `plot`)
+# never import torch or timm (about 4 s).
+_EXPORTS = {
+    "api": ("apply_method", "count_paper", "count_trainable", "create_model", "get_method", "list_methods", "merge",
+            "method_of"),
+    "checkpoint": ("load_tuned", "save_tuned"),
+    "errors": ("CheckpointError", "ConfigError", "MergeError", "PETLBenchError", "UnknownNameError"),
+    "method": ("METHODS", "PETLInfo", "PETLMethod", "Wrapper", "register_method"),
+    "sites": ("Site",),
+}
+_WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
+
+
+def __getattr__(name: str):
+    if name in _WHERE:
+        import importlib
+
+        value = getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'petlbench' has no attribute {name!r}")
+
+
+if TYPE_CHECKING:
+    from .api import apply_method, count_paper, count_trainable, create_model, get_method, list_methods, merge, method_of
+    from .checkpoint import load_tuned, save_tuned
+    from .errors import CheckpointError, ConfigError, MergeError, PETLBenchError, UnknownNameError
+    from .method import METHODS, PETLInfo, PETLMethod, Wrapper, register_method
+    from .sites import Site
 
 __version__ = "0.1.0"
 __all__ = [

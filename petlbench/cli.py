@@ -4,6 +4,8 @@
     petlbench tasks [--benchmark NAME]     list the registered tasks, their classes, splits and protocol
     petlbench run --task T --method M ...  train one task with one method, append a record to the store
     petlbench mini                         the offline mini-benchmark (all methods, generated data, CPU)
+    petlbench sweep FILE                   run a sweep (methods x tasks x seeds ...), skipping finished runs
+    petlbench table / plot                 regenerate every table / plot from the result store alone
     petlbench bench [--backbone NAME] ...  the efficiency table (params, GMACs, latency, memory; merged vs not)
     petlbench bench-train ...              training images/s of each method vs full fine-tuning
     petlbench estimate-vtab ...            a whole VTAB-1k run's time from measured per-step/per-image costs
@@ -195,14 +197,58 @@ def cmd_mini(args: argparse.Namespace) -> int:
     store, out = _store_and_out(args)
     bar = _Bar(not args.quiet)
     try:
-        paths = run_mini(store, out, args.results, quick=args.quick, data_root=args.data_root,
-                         progress=lambda stage, d, t: bar(stage, d, t))
+        paths, failed = run_mini(store, out, args.results, quick=args.quick, data_root=args.data_root,
+                                 progress=lambda stage, d, t: bar(stage, d, t))
     finally:
         bar.close()
+    md = os.path.join(args.results, "mini", "mini.md")
     if not args.quiet:
-        with open(paths["md"], encoding="utf-8") as f:
+        with open(md, encoding="utf-8") as f:
             print(f.read())
-    print("wrote " + ", ".join(paths.values()))
+    print("wrote " + ", ".join(paths))
+    for line in failed:
+        print(f"failed: {line}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def _frame(args: argparse.Namespace):
+    """The store as a frame; unreadable record files are named on stderr and skipped, never fatal."""
+    from .store import ResultStore, StoreProblems
+    from .tables import run_frame
+
+    problems = StoreProblems()
+    frame = run_frame(ResultStore(args.store).records(problems), _search(args))
+    for path, why in problems.items:
+        print(f"petlbench: skipped unreadable record {path}: {why}", file=sys.stderr)
+    return frame
+
+
+def _search(args: argparse.Namespace) -> tuple[str, ...]:
+    return tuple(k.strip() for k in args.search.split(",") if k.strip())
+
+
+def cmd_table(args: argparse.Namespace) -> int:
+    import time
+
+    from .report import write_tables
+
+    t0 = time.perf_counter()
+    frame = _frame(args)
+    paths = write_tables(frame, args.results, _search(args), args.reference)
+    n_ok = int((frame["status"] == "ok").sum()) if not frame.empty else 0
+    print(f"{n_ok} finished and {len(frame) - n_ok} failed records -> {len(paths)} files under {args.results}/ "
+          f"in {time.perf_counter() - t0:.1f} s")
+    return 0
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    import time
+
+    from .report import write_plots
+
+    t0 = time.perf_counter()
+    paths = write_plots(_frame(args), args.results, _search(args), args.reference)
+    print(f"{len(paths)} plots under {args.results}/ in {time.perf_counter() - t0:.1f} s")
     return 0
 
 
@@ -300,11 +346,21 @@ def build_parser() -> argparse.ArgumentParser:
     _add_store_args(r)
     r.set_defaults(func=cmd_run)
     mi = sub.add_parser("mini", help="the offline mini-benchmark: all methods on generated data, table + plot")
-    mi.add_argument("--results", default=os.path.join("results", "mini"), help="tables and plots folder")
+    mi.add_argument("--results", default="results", help="results folder; the table goes to <results>/mini/")
     mi.add_argument("--data-root", default=None, help="where to generate the data (default: ~/.cache/petlbench/mini)")
     mi.add_argument("--quick", action="store_true", help="2 epochs per run: a smoke test, not a result")
     _add_store_args(mi)
     mi.set_defaults(func=cmd_mini)
+    for name, func, what in (("table", cmd_table, "every table (Markdown, LaTeX, CSV) from the result store"),
+                             ("plot", cmd_plot, "every plot (PNG, PDF) from the result store")):
+        tp = sub.add_parser(name, help=what)
+        tp.add_argument("--store", default=os.path.join("results", "store"), help="result store (default: %(default)s)")
+        tp.add_argument("--results", default="results", help="output folder (default: %(default)s)")
+        tp.add_argument("--search", default="", metavar="KEYS",
+                        help="comma-separated option keys searched per dataset (e.g. scale): rows keep the best "
+                             "by each run's selection rule, and the footer names the choices")
+        tp.add_argument("--reference", default=None, help="folder of published CSVs (default: the shipped copy)")
+        tp.set_defaults(func=func)
     b = sub.add_parser("bench", help="efficiency table: params, GMACs, latency, memory; merged vs unmerged")
     b.add_argument("--backbone", default="vit_base_patch16_224", help="timm model name (default: %(default)s)")
     b.add_argument("--methods", default="all", help="comma-separated method names, or 'all' (default)")

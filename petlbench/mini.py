@@ -31,8 +31,9 @@ def mini_plan(quick: bool = False) -> list[tuple[str, str, dict]]:
 
 
 def run_mini(store: ResultStore, out_dir: str, results_dir: str, quick: bool = False, data_root: str | None = None,
-             progress: Callable[[str, int, int], None] | None = None) -> dict[str, str]:
-    """Run what the store lacks of the plan, then write results_dir/mini.{md,csv} and the plot."""
+             progress: Callable[[str, int, int], None] | None = None) -> tuple[list[str], list[str]]:
+    """Run what the store lacks of the plan, then write results_dir/mini/mini.{md,tex,csv} and the accuracy vs
+    parameters plot from the store's mini records. Returns (written paths, failures)."""
     from .run import execute, resolve
     from .tasks.mini import generate
 
@@ -51,10 +52,11 @@ def run_mini(store: ResultStore, out_dir: str, results_dir: str, quick: bool = F
             log.warning("run failed: %s %s: %s", task, method, e)
     if progress:
         progress("mini runs", len(plan), len(plan))
-    from .report import mini_outputs
+    from .report import write_plots, write_tables
+    from .tables import run_frame
 
-    records = [r for r in store.records() if r.get("config_hash") in set(hashes) and r.get("status") == "ok"]
-    paths = mini_outputs(records, results_dir, quick, n_planned=len(plan))
+    frame = run_frame(r for r in store.records() if r.get("benchmark") == "mini")
+    paths = write_tables(frame, results_dir, only=("mini",)) + write_plots(frame, results_dir, only=("mini",))
     if failed:
         log.warning("%d mini runs failed: %s", len(failed), "; ".join(failed))
-    return paths
+    return paths, failed

@@ -1,22 +1,16 @@
-"""Presentation of result DataFrames: Markdown and CSV (LaTeX and plots arrive with the results aggregator)."""
+"""Presentation: a `tables.Table` as Markdown, LaTeX (booktabs) and CSV; writing every table of the suite from
+the store. Plots are in `plots.py`. Numbers come from the store's records (`tables.run_frame`), never from logs."""
 from __future__ import annotations
 
 import json
 import math
 import os
-from typing import Any
+from typing import Any, Callable
 
-from .checkpoint import atomic_write_text as write_text
+from .atomic import atomic_write_text as write_text
+from .tables import Cell, Table
 
-
-
-
-def _fmt_int(v: Any) -> str:
-    return "" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{int(v):,}"
-
-
-def _fmt(v: Any, digits: int) -> str:
-    return "" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.{digits}f}"
+MISSING_MD, MISSING_TEX = "–", "--"
 
 
 def markdown_table(header: list[str], rows: list[list[str]]) -> str:
@@ -26,130 +20,255 @@ def markdown_table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
-def efficiency_markdown(df, meta: dict) -> str:
-    """The efficiency table as Markdown, with the conventions and the machine in a footer."""
-    bss = [int(c.removeprefix("latency_ms_bs")) for c in df.columns if c.startswith("latency_ms_bs")]
-    header = ["method", "form", "trainable params (head excl.)", "params (paper conv.)", "GMACs"]
-    for bs in bss:
-        header += [f"latency bs{bs} (ms)", f"x plain bs{bs}"]
-    big = max(bss)
-    header += [f"peak mem bs{big} (MB)", f"x plain mem bs{big}"]
-    rows = []
-    for r in df.itertuples(index=False):
-        d = r._asdict()
-        row = [d["method"], d["form"], _fmt_int(d["params_trainable"]), _fmt_int(d["params_paper"]),
-               _fmt(d["gmacs"], 2)]
-        for bs in bss:
-            spread = (f" [{_fmt(d[f'latency_ratio_q1_bs{bs}'], 2)}-{_fmt(d[f'latency_ratio_q3_bs{bs}'], 2)}]"
-                      if d["form"] != "plain" and f"latency_ratio_q1_bs{bs}" in d else "")
-            row += [_fmt(d[f"latency_ms_bs{bs}"], 1), _fmt(d[f"latency_ratio_bs{bs}"], 3) + spread]
-        row += [_fmt(d[f"peak_mem_mb_bs{big}"], 0), _fmt(d[f"peak_mem_ratio_bs{big}"], 3)]
-        rows.append(row)
-    env = meta["environment"]
-    notes = sorted({f"{m}: {n}" for m, n in zip(df["method"], df["notes"]) if n})
-    footer = [
-        "",
-        f"Backbone `{meta['backbone']}` at {meta['img_size']}px, random weights, {env['device']} {env['dtype']}, "
-        f"torch {env['torch']}, timm {env['timm']}, {env['threads']} threads, {meta.get('rounds', '')}"
-        + (f", {env['gpu']}" if "gpu" in env else "") + f". Made by `{meta['command']}` on {meta['date']}.",
-        "",
-        "- Params: trainable parameters with the classification head excluded. *paper conv.* follows the method's "
-        "paper (RepAdapter counts adapter weights, not biases: 0.22M on ViT-B/16).",
-        "- GMACs: multiply-adds of one image (torch FlopCounterMode FLOPs / 2, the fvcore convention of the papers).",
-        "- Latency: median over interleaved rounds after warm-up; *x plain* is the median of same-round ratios to "
-        "the plain backbone timed in the same run, [first-third quartile] of those ratios beside it. Peak memory: parameters + peak allocation of one inference "
-        "forward (CUDA allocator peak, or replayed torch.profiler allocation events on CPU).",
-        "- *merged*: `petlbench.merge(model)`, a plain timm model; methods that add no module have one row.",
-    ] + [f"- {n}" for n in notes]
-    return f"# Efficiency: {meta['backbone']}\n\n" + markdown_table(header, rows) + "\n" + "\n".join(footer) + "\n"
+def _num(v: float, digits: int) -> str:
+    return f"{int(round(v)):,}" if digits == 0 else f"{v:.{digits}f}"
 
 
-def write_efficiency(df, meta: dict, out_dir: str, stem: str) -> dict[str, str]:
-    """Write `<stem>.csv` (raw numbers), `<stem>.md` and `<stem>.json` (how it was made) under `out_dir`."""
+def _cell_text(c: Cell, digits: int, delta: bool, pm: str) -> str | None:
+    if c.missing:
+        return None
+    text = (f"{c.mean:+.{digits}f}" if delta else _num(c.mean, digits))
+    if c.std is not None and not delta:
+        text += f" {pm} {c.std:.{digits}f}"
+    if c.lo is not None and c.hi is not None and not (isinstance(c.lo, float) and math.isnan(c.lo)):
+        text += f" [{c.lo:.2f}-{c.hi:.2f}]"
+    return text
+
+
+def _params_text(v: float | None) -> str | None:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return None
+    return "0" if v == 0 else f"{v:.3g}" if v < 0.1 else f"{v:.2f}" if v < 10 else f"{v:.1f}"
+
+
+def _rows(table: Table, pm: str, bold: Callable[[str], str], missing: str):
+    """(section, label, source, [params] + cell texts) for every row, best per column in bold."""
+    best = table.best() if table.bold_best else {}
+    for r in table.rows:
+        delta = r.source == "delta"
+        texts = []
+        if table.params_column:
+            texts.append(("" if delta else _params_text(r.params_m)) or ("" if delta else missing))
+        for col in table.columns:
+            c = r.cells.get(col.key, Cell())
+            t = _cell_text(c, col.digits, delta, pm)
+            if t is None:
+                texts.append("" if delta else missing)
+            elif not delta and (r.section, col.key) in best and abs(c.mean - best[(r.section, col.key)]) < 1e-9:
+                texts.append(bold(t))
+            else:
+                texts.append(t)
+        yield r.section, r.label, r.source, texts
+
+
+def _has_sections(table: Table) -> bool:
+    return any(r.section for r in table.rows)
+
+
+def to_markdown(table: Table) -> str:
+    """GitHub Markdown: a title, the table (column groups in the header, best per column bold), the notes."""
+    sect = _has_sections(table)
+    header = (["Section"] if sect else []) + ["Method"] + (["Params (M)"] if table.params_column else [])
+    header += [c.header for c in table.columns]
+    groups: dict[str, list[str]] = {}
+    for c in table.columns:
+        if c.group:
+            groups.setdefault(c.group, []).append(c.header)
+    legend = ("Column groups: " + "; ".join(f"**{g}**: {', '.join(h)}" for g, h in groups.items()) + ".\n\n"
+              if len(groups) > 1 else "")
+    rows, last = [], None
+    for section, label, source, texts in _rows(table, "±", lambda t: f"**{t}**", MISSING_MD):
+        shown = section if section != last else ""
+        last = section
+        label = f"*{label.strip()}*" if source == "delta" else label
+        rows.append(([shown] if sect else []) + [label] + [f"*{t}*" if source == "delta" and t else t for t in texts])
+    notes = "\n".join(f"- {n}" for n in table.notes)
+    return f"# {table.title}\n\n" + legend + markdown_table(header, rows) + ("\n\n" + notes if notes else "") + "\n"
+
+
+_TEX_ESCAPE = {"&": r"\&", "%": r"\%", "#": r"\#", "_": r"\_", "$": r"\$", "{": r"\{", "}": r"\}",
+               "~": r"\textasciitilde{}", "^": r"\^{}", "\\": r"\textbackslash{}"}
+
+
+def tex_escape(text: str) -> str:
+    return "".join(_TEX_ESCAPE.get(ch, ch) for ch in str(text))
+
+
+def to_latex(table: Table) -> str:
+    """A booktabs `table*`: spanning column-group headers with cmidrules, \\textbf best per column, -- for
+    missing, deltas in italics; the notes as LaTeX comments above and as the caption's second sentence."""
+    sect = _has_sections(table)
+    lead = (1 if sect else 0) + 1 + (1 if table.params_column else 0)
+    lines = [f"% {n}" for n in table.notes]
+    lines += ["% Needs \\usepackage{booktabs}.", "\\begin{table*}[t]", "\\centering", "\\small",
+              "\\setlength{\\tabcolsep}{3pt}", f"\\begin{{tabular}}{{{'l' * lead}{'r' * len(table.columns)}}}",
+              "\\toprule"]
+    spans, i = [], 0
+    while i < len(table.columns):
+        j = i
+        while j + 1 < len(table.columns) and table.columns[j + 1].group == table.columns[i].group:
+            j += 1
+        spans.append((table.columns[i].group, lead + i + 1, lead + j + 1))
+        i = j + 1
+    if any(g for g, _, _ in spans):
+        cells = [""] * lead
+        for g, a, b in spans:
+            cells += [f"\\multicolumn{{{b - a + 1}}}{{c}}{{{tex_escape(g)}}}"] if g else [""] * (b - a + 1)
+        lines.append(" & ".join(cells) + " \\\\")
+        lines.append(" ".join(f"\\cmidrule(lr){{{a}-{b}}}" for g, a, b in spans if g))
+    header = (["Section"] if sect else []) + ["Method"] + (["Params (M)"] if table.params_column else [])
+    header += [tex_escape(c.header) for c in table.columns]
+    lines += [" & ".join(header) + " \\\\", "\\midrule"]
+    last = None
+    for section, label, source, texts in _rows(table, "$\\pm$", lambda t: f"\\textbf{{{t}}}", MISSING_TEX):
+        if sect and last is not None and section != last:
+            lines.append("\\midrule")
+        shown = tex_escape(section) if section != last else ""
+        last = section
+        lab = tex_escape(label.strip())
+        if source == "delta":
+            lab, texts = f"\\quad\\textit{{{lab}}}", [f"\\textit{{{t}}}" if t else "" for t in texts]
+        lines.append(" & ".join(([shown] if sect else []) + [lab] + texts) + " \\\\")
+    lines += ["\\bottomrule", "\\end{tabular}", f"\\caption{{{tex_escape(table.title)}.}}",
+              f"\\label{{tab:{table.name}}}", "\\end{table*}"]
+    return "\n".join(lines) + "\n"
+
+
+def to_frame(table: Table):
+    """The table as a wide DataFrame: section, method, source, params_m, then per column its mean; std and n
+    columns after (`<key> std`, `<key> n`). Missing cells are empty, never 0."""
+    import pandas as pd
+
+    out = []
+    for r in table.rows:
+        row: dict[str, Any] = {"section": r.section, "method": r.label.strip(), "source": r.source,
+                               "params_m": r.params_m}
+        for c in table.columns:
+            cell = r.cells.get(c.key, Cell())
+            row[c.key] = None if cell.missing else cell.mean
+        for c in table.columns:
+            cell = r.cells.get(c.key, Cell())
+            row[f"{c.key} std"], row[f"{c.key} n"] = cell.std, (cell.n or None)
+        out.append(row)
+    df = pd.DataFrame(out)
+    return df.drop(columns=["section"]) if not _has_sections(table) and "section" in df else df
+
+
+def write_table(table: Table, out_dir: str) -> dict[str, str]:
+    """`<name>.md`, `<name>.tex` and `<name>.csv` under `out_dir`."""
     os.makedirs(out_dir, exist_ok=True)
-    paths = {ext: os.path.join(out_dir, f"{stem}.{ext}") for ext in ("csv", "md", "json")}
-    write_text(paths["csv"], df.to_csv(index=False, float_format="%.6g"))
-    write_text(paths["md"], efficiency_markdown(df, meta))
-    write_text(paths["json"], json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    paths = {ext: os.path.join(out_dir, f"{table.name}.{ext}") for ext in ("md", "tex", "csv")}
+    write_text(paths["md"], to_markdown(table))
+    write_text(paths["tex"], to_latex(table))
+    write_text(paths["csv"], to_frame(table).to_csv(index=False, float_format="%.6g"))
     return paths
 
 
-def mini_frame(records: list[dict]):
-    """One row per (method, backbone init): top-1 per mini task, group means, trainable parameters."""
+def write_efficiency(df, meta: dict, out_dir: str, stem: str) -> dict[str, str]:
+    """Write `<stem>.csv` (raw numbers, the data) and `<stem>.json` (how it was made), then the table."""
+    from .tables import efficiency_table
+
+    os.makedirs(out_dir, exist_ok=True)
+    paths = {ext: os.path.join(out_dir, f"{stem}.{ext}") for ext in ("csv", "json")}
+    write_text(paths["csv"], df.to_csv(index=False, float_format="%.6g"))
+    write_text(paths["json"], json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    t = efficiency_table(df, meta, stem)
+    paths["md"] = os.path.join(out_dir, f"{stem}.md")
+    write_text(paths["md"], to_markdown(t))
+    write_text(os.path.join(out_dir, f"{stem}.tex"), to_latex(t))
+    return paths
+
+
+# --- the whole suite, from the store ------------------------------------------------------------------------
+MINI_NOTES = [
+    "Offline mini-benchmark: backbone `petlbench_vit_mini` (32 px ViT, 0.67M parameters) pretrained by "
+    "scripts/pretrain_mini.py on a procedural upstream task, or randomly initialised (*random init*), on "
+    "generated data. An end-to-end check, not VTAB-1k: it says nothing about accuracy on real benchmarks.",
+]
+
+
+def suite_tables(frame, search: tuple[str, ...] = (), reference_dir: str | None = None) -> list[tuple[str, Table]]:
+    """(results subfolder, Table) for every benchmark in `frame`; VTAB-1k always (published rows alone when
+    nothing is measured yet)."""
+    from . import tables as T
+
+    ref = reference_dir or T.REFERENCE_DIR
+    present = set(frame["benchmark"]) if not frame.empty else set()
+    out = [("vtab", T.grouped_table(frame, "vtab", "vtab1k", "VTAB-1k (ViT-B/16): top-1 (%)", search, ref))]
+    if "fewshot" in present:
+        out.append(("fewshot", T.fewshot_table(frame, search, ref)))
+    if "domain" in present:
+        out.append(("domain", T.domain_table(frame, search)))
+    for b in sorted(present - {"vtab", "fewshot", "domain"}):
+        metric = frame.loc[frame["benchmark"] == b, "metric"].dropna()
+        title = ("Offline mini-benchmark: top-1 (%)" if b == "mini" else
+                 f"{b}: {metric.iloc[0] if len(metric) else 'top1'}")
+        t = T.grouped_table(frame, b, b, title, search, ref, with_published=b != "mini",
+                            only_measured_datasets=b not in ("mini",))
+        if b == "mini":
+            t.notes = MINI_NOTES + t.notes
+        out.append((b, t))
+    return out
+
+
+def efficiency_sources(eff_dir: str):
+    """(stem, frame, meta) of every efficiency CSV with its JSON beside it (written by `petlbench bench`)."""
     import pandas as pd
 
-    rows = []
-    for r in records:
-        rows.append({"method": r["method"], "init": "random" if r["protocol"]["weights"] in ("", "none", "random")
-                     else "pretrained", "task": r["task"].split("/", 1)[1], "group": r.get("group", ""),
-                     "top1": r["value"], "params": r["params"]["trainable"],
-                     "backbone_params": r["params"]["backbone_total"] - r["params"]["head"]})
-    df = pd.DataFrame(rows)
-    if df.empty:
-        return df, []
-    tasks = list(dict.fromkeys(df.sort_values(["group", "task"]).task))
-    wide = df.pivot_table(index=["init", "method"], columns="task", values="top1", aggfunc="mean")
-    wide = wide.reindex(columns=tasks)
-    groups = df.drop_duplicates("task").set_index("task")["group"]
-    for g in sorted(set(groups)):
-        wide[f"mean {g}"] = wide[[t for t in tasks if groups[t] == g]].mean(axis=1, skipna=False)
-    gcols = [c for c in wide.columns if str(c).startswith("mean ")]
-    wide["mean of groups"] = wide[gcols].mean(axis=1, skipna=False)
-    wide["mean of tasks"] = wide[tasks].mean(axis=1, skipna=False)
-    meta = df.groupby(["init", "method"]).agg(params=("params", "max"), backbone=("backbone_params", "max"))
-    wide = wide.join(meta)
-    wide["params %"] = 100 * wide["params"] / wide["backbone"]
-    order = {"pretrained": 0, "random": 1}
-    wide = wide.reset_index()
-    wide["_o"] = wide["init"].map(order)
-    wide["_b"] = ~wide["method"].isin(["full", "linear"])
-    wide = wide.sort_values(["_o", "_b", "method"]).drop(columns=["_o", "_b"]).reset_index(drop=True)
-    return wide, tasks
+    out = []
+    if not os.path.isdir(eff_dir):
+        return out
+    for name in sorted(os.listdir(eff_dir)):
+        stem, ext = os.path.splitext(name)
+        meta_path = os.path.join(eff_dir, stem + ".json")
+        if ext != ".csv" or not os.path.isfile(meta_path):
+            continue
+        df = pd.read_csv(os.path.join(eff_dir, name))
+        if not any(c.startswith("latency_ms_bs") for c in df.columns):
+            continue
+        with open(meta_path, encoding="utf-8") as f:
+            out.append((stem, df, json.load(f)))
+    return out
 
 
-def mini_outputs(records: list[dict], out_dir: str, quick: bool, n_planned: int) -> dict[str, str]:
-    """mini.md / mini.csv / mini.png (accuracy vs trainable parameters) from the mini records."""
-    import matplotlib
+def write_tables(frame, results_dir: str, search: tuple[str, ...] = (), reference_dir: str | None = None,
+                 only: tuple[str, ...] = ()) -> list[str]:
+    """Every table of the suite (Markdown, LaTeX, CSV) under `results_dir/<benchmark>/`, efficiency included;
+    `only`: just these results subfolders."""
+    from .tables import efficiency_table
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    paths = []
+    for sub, table in suite_tables(frame, search, reference_dir):
+        if not only or sub in only:
+            paths += write_table(table, os.path.join(results_dir, sub)).values()
+    if only and "efficiency" not in only:
+        return paths
+    eff_dir = os.path.join(results_dir, "efficiency")
+    for stem, df, meta in efficiency_sources(eff_dir):
+        t = efficiency_table(df, meta, stem)
+        for ext, text in (("md", to_markdown(t)), ("tex", to_latex(t))):
+            path = os.path.join(eff_dir, f"{stem}.{ext}")
+            write_text(path, text)
+            paths.append(path)
+    return paths
 
-    wide, tasks = mini_frame(records)
-    os.makedirs(out_dir, exist_ok=True)
-    stem = "mini_quick" if quick else "mini"
-    paths = {k: os.path.join(out_dir, f"{stem}.{k}") for k in ("csv", "md", "png")}
-    write_text(paths["csv"], wide.to_csv(index=False, float_format="%.4g"))
-    header = ["backbone", "method", "trainable params", "% of backbone"] + tasks + \
-        [c for c in wide.columns if str(c).startswith("mean")]
-    rows = []
-    for r in wide.to_dict("records"):
-        rows.append([r["init"], r["method"], _fmt_int(r["params"]), _fmt(r["params %"], 2)] +
-                    [_fmt(r[t], 1) for t in tasks] + [_fmt(r[c], 1) for c in header[4 + len(tasks):]])
-    title = "Offline mini-benchmark" + (" (quick smoke run: 2 epochs, not a result)" if quick else "")
-    foot = [
-        "",
-        f"Top-1 (%) on the test split, {len(records)} of {n_planned} planned runs present. Backbone "
-        "`petlbench_vit_mini` (32 px ViT, 0.67M parameters) pretrained by scripts/pretrain_mini.py on a "
-        "procedural upstream task (*pretrained*), or randomly initialised (*random*). Selection: best of the "
-        "periodic test evaluations (the VTAB-1k reproduction protocol). Params: trainable, head excluded.",
-        "This is an end-to-end check on generated data, not VTAB-1k: it says nothing about accuracy on real "
-        "benchmarks.",
-    ]
-    write_text(paths["md"], f"# {title}\n\n" + markdown_table(header, rows) + "\n" + "\n".join(foot) + "\n")
-    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
-    for init, marker in (("pretrained", "o"), ("random", "x")):
-        sub = wide[wide["init"] == init]
-        ax.scatter(sub["params"].clip(lower=1), sub["mean of tasks"], marker=marker, label=f"{init} backbone")
-        for r in sub.to_dict("records"):
-            ax.annotate(r["method"], (max(r["params"], 1), r["mean of tasks"]), fontsize=7,
-                        xytext=(3, 3), textcoords="offset points")
-    ax.set_xscale("log")
-    ax.set_xlabel("trainable parameters, head excluded (log scale; linear probe at 1)")
-    ax.set_ylabel("mean top-1 over mini tasks (%)")
-    ax.set_title(title, fontsize=9)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(paths["png"])
-    plt.close(fig)
+
+def write_plots(frame, results_dir: str, search: tuple[str, ...] = (), reference_dir: str | None = None,
+                only: tuple[str, ...] = ()) -> list[str]:
+    """Accuracy vs parameters per benchmark, few-shot curves, latency vs batch size per efficiency run."""
+    from . import plots
+
+    paths = []
+    for sub, table in suite_tables(frame, search, reference_dir):
+        if only and sub not in only:
+            continue
+        out = os.path.join(results_dir, sub)
+        if sub == "fewshot":
+            paths += plots.fewshot_curves(table, os.path.join(out, "fewshot_curves"))
+        elif sub != "domain":
+            paths += plots.accuracy_vs_params(table, os.path.join(out, f"{table.name}_accuracy_vs_params"))
+    if only and "efficiency" not in only:
+        return paths
+    for stem, df, meta in efficiency_sources(os.path.join(results_dir, "efficiency")):
+        paths += plots.latency_vs_batch(df, meta, os.path.join(results_dir, "efficiency", f"{stem}_latency"))
     return paths

@@ -13,7 +13,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
-from .checkpoint import atomic_write_text
+from .atomic import atomic_write_text
 
 log = logging.getLogger(__name__)
 

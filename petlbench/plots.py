@@ -1,0 +1,139 @@
+"""Plots from `tables.Table`s and efficiency CSVs, as PNG and PDF: accuracy vs trainable parameters, few-shot
+curves, latency vs batch size (merged and unmerged). Measured points are filled, published ones hollow and grey,
+so the two never read as one series."""
+from __future__ import annotations
+
+import math
+import os
+
+from .tables import Cell, Table
+
+PUBLISHED_STYLE = {"marker": "s", "facecolors": "none", "edgecolors": "0.45"}
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save(fig, stem: str) -> list[str]:
+    """`stem.png` and `stem.pdf`, written to temporary names and renamed (no half-written plot)."""
+    os.makedirs(os.path.dirname(stem) or ".", exist_ok=True)
+    paths = []
+    for ext in ("png", "pdf"):
+        path, tmp = f"{stem}.{ext}", f"{stem}.tmp.{ext}"
+        fig.savefig(tmp, dpi=150 if ext == "png" else None)
+        os.replace(tmp, path)
+        paths.append(path)
+    _plt().close(fig)
+    return paths
+
+
+def accuracy_vs_params(table: Table, stem: str) -> list[str]:
+    """One point per row: x = trainable parameters (paper convention, head excluded; log scale), y = the average
+    the table leads with (average of group means where there are groups, else the plain mean)."""
+    plt = _plt()
+    key = "mean:groups" if any(c.key == "mean:groups" for c in table.columns) else "mean:all"
+    ylabel = next(c.header for c in table.columns if c.key == key)
+    pts = [(r, r.params_m, r.cells.get(key, Cell())) for r in table.rows if r.source != "delta"]
+    pts = [(r, p, c) for r, p, c in pts if p is not None and not math.isnan(p) and not c.missing]
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    positive = [p for _, p, _ in pts if p > 0]
+    floor = min(positive) / 4 if positive else 1e-3
+    zero = False
+    for r, p, c in pts:
+        x = p * 1e6 if p > 0 else floor * 1e6
+        zero |= p <= 0
+        ours = r.source == "ours"
+        if ours:
+            ax.scatter(x, c.mean, color="C0", zorder=3)
+            if c.std is not None:
+                ax.errorbar(x, c.mean, yerr=c.std, color="C0", capsize=2, lw=1)
+        else:
+            ax.scatter(x, c.mean, **PUBLISHED_STYLE, zorder=2)
+        ax.annotate(r.label.removesuffix(" (published)"), (x, c.mean), fontsize=6.5, xytext=(3, 3),
+                    textcoords="offset points", color="black" if ours else "0.4")
+    ax.scatter([], [], color="C0", label="measured (this suite)")
+    if any(r.source != "ours" for r, _, _ in pts):
+        ax.scatter([], [], label="published", **PUBLISHED_STYLE)
+    ax.set_xscale("log")
+    ax.set_xlabel("trainable parameters, head excluded (log scale)" +
+                  ("; 0 plotted at the left edge" if zero else ""))
+    ax.set_ylabel(f"top-1 (%), {ylabel.lower()}")
+    ax.set_title(table.title, fontsize=9)
+    ax.grid(alpha=0.3, which="both")
+    if pts:
+        ax.legend(fontsize=8, loc="lower right")
+    else:
+        ax.text(0.5, 0.5, "no rows with parameters and a complete mean yet", ha="center", transform=ax.transAxes)
+    fig.tight_layout()
+    return save(fig, stem)
+
+
+def fewshot_curves(table: Table, stem: str) -> list[str]:
+    """Top-1 vs shots, one panel per dataset (and the average), a line per method; published dashed, hollow."""
+    plt = _plt()
+    sections = list(dict.fromkeys(r.section for r in table.rows))
+    n = max(1, len(sections))
+    cols = min(3, n)
+    fig, axes = plt.subplots(math.ceil(n / cols), cols, figsize=(4.0 * cols, 3.2 * math.ceil(n / cols)),
+                             squeeze=False)
+    shots = [int(c.key.split(":")[1]) for c in table.columns]
+    colors: dict[str, str] = {}
+    for ax, section in zip(axes.flat, sections):
+        for r in (r for r in table.rows if r.section == section and r.source != "delta"):
+            name = r.label.removesuffix(" (published)")
+            color = colors.setdefault(name, f"C{len(colors) % 10}")
+            xs = [k for k, c in zip(shots, table.columns) if not r.cells.get(c.key, Cell()).missing]
+            ys = [r.cells[c.key].mean for c in table.columns if not r.cells.get(c.key, Cell()).missing]
+            if not xs:
+                continue
+            if r.source == "ours":
+                err = [r.cells[c.key].std or 0 for c in table.columns if not r.cells.get(c.key, Cell()).missing]
+                ax.errorbar(xs, ys, yerr=err, color=color, marker="o", ms=4, capsize=2, label=r.label)
+            else:
+                ax.plot(xs, ys, ls="--", marker="s", mfc="none", color=color, alpha=0.7, label=r.label)
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(shots, [str(k) for k in shots])
+        ax.set_title(section.replace("_", " "), fontsize=9)
+        ax.set_xlabel("training images per class (shots)")
+        ax.set_ylabel("top-1 (%)")
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(sections):]:
+        ax.axis("off")
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, labels, fontsize=7, loc="lower center", ncol=min(4, len(labels)),
+                   bbox_to_anchor=(0.5, 0.0))
+    fig.suptitle(table.title + "  (solid: measured, mean +- std over seeds; dashed: published)", fontsize=9)
+    fig.tight_layout(rect=(0, 0.08, 1, 0.96))
+    return save(fig, stem)
+
+
+def latency_vs_batch(df, meta: dict, stem: str) -> list[str]:
+    """Latency per image (ms) vs batch size, one line per method and form (merged dashed), plain in black."""
+    plt = _plt()
+    bss = sorted(int(c.removeprefix("latency_ms_bs")) for c in df.columns if c.startswith("latency_ms_bs"))
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    for i, r in enumerate(df.to_dict("records")):
+        ys = [r[f"latency_ms_bs{bs}"] / bs for bs in bss]
+        plain = r["form"] == "plain"
+        ax.plot(bss, ys, marker="o", ms=4, color="black" if plain else f"C{i % 10}",
+                ls="--" if r["form"] == "merged" else "-", lw=2 if plain else 1,
+                label="plain backbone" if plain else f"{r['method']} ({r['form']})")
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(bss, [str(b) for b in bss])
+    ax.set_yscale("log")
+    ax.set_xlabel("batch size (images)")
+    ax.set_ylabel("latency per image (ms, log scale)")
+    env = meta.get("environment", {})
+    ax.set_title(f"Inference latency: {meta.get('backbone')} at {meta.get('img_size')}px, "
+                 f"{env.get('gpu') or env.get('device')} {env.get('dtype', '')}", fontsize=9)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    return save(fig, stem)
