@@ -211,6 +211,25 @@ def cmd_mini(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from .sweep import run_sweep
+
+    bar = _Bar(not args.quiet)
+    opts = {"partition": args.partition, "gpus": args.gpus, "cpus": args.cpus, "parallel": args.parallel,
+            "timeout_min": args.timeout_min, "wait": args.wait}
+    opts = {k: v for k, v in opts.items() if v is not None}
+    try:
+        summary = run_sweep(args.file, args.data_root, args.store, args.out, retry_failed=args.retry_failed,
+                            executor=args.executor, executor_options=opts,
+                            progress=lambda stage, d, t: bar(stage, d, t),
+                            on_line=lambda line: print(line, file=sys.stderr))
+    finally:
+        bar.close()
+    for line in summary.lines():
+        print(line)
+    return 1 if summary.failed else 0
+
+
 def _frame(args: argparse.Namespace):
     """The store as a frame; unreadable record files are named on stderr and skipped, never fatal."""
     from .store import ResultStore, StoreProblems
@@ -351,6 +370,21 @@ def build_parser() -> argparse.ArgumentParser:
     mi.add_argument("--quick", action="store_true", help="2 epochs per run: a smoke test, not a result")
     _add_store_args(mi)
     mi.set_defaults(func=cmd_mini)
+    sw = sub.add_parser("sweep", help="run a sweep file's runs that the store lacks (resumable; see petlbench/sweep.py)")
+    sw.add_argument("file", help="sweep YAML, e.g. scripts/sweeps/vtab1k.yaml")
+    sw.add_argument("--data-root", default=None, help="folder holding the dataset folders (mini: generated)")
+    sw.add_argument("--retry-failed", action="store_true", help="rerun runs recorded as failed")
+    sw.add_argument("--executor", choices=["inline", "local", "slurm"], default="inline",
+                    help="inline: one run after another here (default); local: submitit processes on this "
+                         "machine; slurm: a submitit job array, one GPU per run")
+    sw.add_argument("--partition", default=None, help="SLURM partition")
+    sw.add_argument("--gpus", type=int, default=None, help="GPUs per job (slurm default 1, local 0)")
+    sw.add_argument("--cpus", type=int, default=None, help="CPUs per job (slurm default 8, local 1)")
+    sw.add_argument("--parallel", type=int, default=None, help="jobs running at once (default 16)")
+    sw.add_argument("--timeout-min", type=int, default=None, help="job time limit in minutes (default 1440)")
+    sw.add_argument("--wait", action="store_true", default=None, help="slurm: wait for the jobs and summarise")
+    _add_store_args(sw)
+    sw.set_defaults(func=cmd_sweep)
     for name, func, what in (("table", cmd_table, "every table (Markdown, LaTeX, CSV) from the result store"),
                              ("plot", cmd_plot, "every plot (PNG, PDF) from the result store")):
         tp = sub.add_parser(name, help=what)

@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# Regenerate every table and plot of the suite, running only what the result store lacks.
+#
+#   scripts/run_all.sh                               no data root: the offline mini-benchmark (same as --mini)
+#   scripts/run_all.sh --mini                        the offline mini-benchmark, then all tables and plots
+#   scripts/run_all.sh --data-root /data [--results results] [--executor local|slurm] [--partition P]
+#
+# With a data root, in order: efficiency (petlbench bench, skipped when its CSV exists), VTAB-1k, few-shot,
+# domain generalization (scripts/sweeps/*.yaml via petlbench sweep; a task whose data is absent is skipped
+# with one line), video and segmentation when those tasks exist, then `petlbench table` and `petlbench plot`.
+# Killed at any point, the same command finishes the job. Exit status 1 when a run failed (it is recorded,
+# with its reason, and the tables are still written).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DATA_ROOT="" RESULTS="results" MINI=0 SWEEP_ARGS=()
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --mini) MINI=1; shift ;;
+    --data-root) DATA_ROOT="$2"; shift 2 ;;
+    --results) RESULTS="$2"; shift 2 ;;
+    --executor|--partition|--gpus|--parallel|--timeout-min) SWEEP_ARGS+=("$1" "$2"); shift 2 ;;
+    -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+    *) echo "run_all.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
+  esac
+done
+if [ -n "$DATA_ROOT" ] && [ ! -d "$DATA_ROOT" ]; then
+  echo "run_all.sh: --data-root '$DATA_ROOT' is not a folder" >&2; exit 2
+fi
+
+bash scripts/setup.sh
+PB="${PETLBENCH_VENV:-.venv}/bin/petlbench"
+STORE="$RESULTS/store" OUT="$RESULTS/runs" STATUS=0
+step() { echo "== $1 ($(date -u +%H:%M:%S))"; }
+
+if [ "$MINI" = 1 ] || [ -z "$DATA_ROOT" ]; then
+  [ -z "$DATA_ROOT" ] && [ "$MINI" = 0 ] && echo "no --data-root given: running the offline mini-benchmark (--mini)"
+  step "mini-benchmark"
+  "$PB" mini --results "$RESULTS" --store "$STORE" --out "$OUT" --quiet || STATUS=1
+else
+  CUDA=$("${PETLBENCH_VENV:-.venv}/bin/python" -c "import torch; print(int(torch.cuda.is_available()))")
+  if [ "$CUDA" = 1 ]; then BENCH=(--device cuda --dtype bf16); STEM=vit_base_patch16_224_cuda_bf16
+  else BENCH=(); STEM=vit_base_patch16_224; fi
+  step "efficiency"
+  if [ -f "$RESULTS/efficiency/$STEM.csv" ]; then
+    echo "efficiency: $RESULTS/efficiency/$STEM.csv exists (delete it to measure again)"
+  else
+    "$PB" bench "${BENCH[@]}" --out "$RESULTS/efficiency" --quiet || STATUS=1
+  fi
+  for sweep in vtab1k fewshot domain; do
+    step "$sweep"
+    "$PB" sweep "scripts/sweeps/$sweep.yaml" --data-root "$DATA_ROOT" --store "$STORE" --out "$OUT" --quiet \
+      "${SWEEP_ARGS[@]}" || STATUS=1
+  done
+  for bench in video seg; do
+    if "$PB" tasks --benchmark "$bench" >/dev/null 2>&1 && [ -f "scripts/sweeps/$bench.yaml" ]; then
+      step "$bench"
+      "$PB" sweep "scripts/sweeps/$bench.yaml" --data-root "$DATA_ROOT" --store "$STORE" --out "$OUT" --quiet \
+        "${SWEEP_ARGS[@]}" || STATUS=1
+    else
+      echo "$bench: skipped (no $bench tasks in this version of petlbench)"
+    fi
+  done
+fi
+step "tables and plots"
+"$PB" table --store "$STORE" --results "$RESULTS"
+"$PB" plot --store "$STORE" --results "$RESULTS"
+exit $STATUS
