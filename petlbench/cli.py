@@ -184,6 +184,10 @@ def cmd_run(args: argparse.Namespace) -> int:
                       progress=lambda stage, d, t, info: bar(stage, d, t))
     finally:
         bar.close()
+    from . import distributed
+
+    if not distributed.is_main():  # under torchrun every process returns the record; one line is enough
+        return 0
     m = rec.get("metrics", {})
     print(f"{rec['task']} {rec['method']}: top-1 {rec['value']:.2f}% ({m.get('split')}, epoch {m.get('epoch')}; "
           f"{rec['selection'].split(':')[0]}), {rec['params']['trainable']:,} trainable params; "

@@ -7,6 +7,10 @@
         every eval_every epochs:      top-1 on each evaluation set, one JSON line per evaluation
         after each evaluation:        a resume state (tuned tensors + optimizer + epoch), written atomically
 
+Under torchrun (several processes, see distributed.py) the same loop runs on every rank: the model is wrapped in
+DistributedDataParallel, each rank takes its share of every batch (batch_size stays the global batch), losses
+and accuracies are summed over ranks, and only rank 0 writes files.
+
 Only parameters with requires_grad are given to the optimizer, so frozen weights get no gradient buffers
 and no optimizer state: that is where PETL's training speed and memory come from.
 """
@@ -27,6 +31,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from . import distributed
 from .errors import PETLBenchError
 
 log = logging.getLogger(__name__)
@@ -43,12 +48,12 @@ class NonFiniteLoss(PETLBenchError):
 class Execution:
     """How a run executes (not part of the published protocol; never changes what is measured)."""
 
-    device: str = "auto"  # auto: cuda if available, else cpu
+    device: str = "auto"  # auto: cuda if available, else cpu; under torchrun auto/cuda is cuda:LOCAL_RANK
     amp: Literal["auto", "bf16", "fp16", "off"] = "auto"  # auto: bf16 on CUDA, off on CPU
     compile: bool = False  # torch.compile the model
     channels_last: bool = True  # for conv backbones; harmless for ViTs
     grad_accum: int = 1  # micro-batches per optimizer step (batch_size is the effective batch)
-    eval_batch_size: int = 256
+    eval_batch_size: int = 256  # per process
     num_workers: int = -1  # decode workers; -1: min(8, cpus)
     on_bad_image: Literal["fail", "skip"] = "fail"  # an image that does not decode: stop, or skip and count
     data_on_device: Literal["auto", "yes", "no"] = "auto"  # keep decoded uint8 splits on the GPU when they fit
@@ -60,6 +65,10 @@ class Execution:
 
 
 def resolve_device(name: str) -> torch.device:
+    """The torch device for `name` ("auto": CUDA if available, else CPU). Under a torchrun launch, "auto" and
+    "cuda" are this process's own GPU, cuda:LOCAL_RANK."""
+    if name in ("auto", "cuda") and distributed.launched() and torch.cuda.is_available():
+        return torch.device("cuda", distributed.local_rank())
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dev = torch.device(name)
@@ -88,11 +97,19 @@ def lr_schedule(total_steps: int, warmup_steps: int, lr: float, warmup_lr: float
 
 
 class TensorBatches:
-    """Batches of a decoded split (uint8 images and labels), shuffled per epoch by a seeded generator."""
+    """Batches of a decoded split (uint8 images and labels), shuffled per epoch by a seeded generator.
 
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int, shuffle: bool, seed: int = 0):
+    `batch_size` is the global batch. With `world` > 1 processes (default: the process group's), process
+    `rank` yields only its slice of each batch (slice sizes differ by at most one; a slice may be empty), so
+    the slices of one step over all ranks are exactly the batch a single process takes: every rank draws the
+    same permutation from the same seed, and all ranks yield the same number of batches."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int, shuffle: bool, seed: int = 0,
+                 rank: int | None = None, world: int | None = None):
         self.images, self.labels, self.batch_size, self.shuffle = images, labels, batch_size, shuffle
         self.gen = torch.Generator().manual_seed(seed)
+        self.rank = distributed.rank() if rank is None else rank
+        self.world = distributed.world_size() if world is None else world
 
     def __len__(self) -> int:
         return math.ceil(len(self.labels) / self.batch_size)
@@ -103,6 +120,8 @@ class TensorBatches:
         order = order.to(self.images.device)
         for i in range(0, n, self.batch_size):
             idx = order[i:i + self.batch_size]
+            if self.world > 1:
+                idx = idx.tensor_split(self.world)[self.rank]
             yield self.images[idx], self.labels[idx]
 
 
@@ -148,19 +167,25 @@ def autocast_for(device: torch.device, amp: str):
 @torch.inference_mode()
 def evaluate(model: nn.Module, ev: EvalSet, device: torch.device, normalize: bool, amp: str = "auto",
              channels_last: bool = False) -> dict[str, float]:
-    """Top-1 accuracy (%) and sample count of `model` on `ev`."""
+    """Top-1 accuracy (%) and sample count of `model` on `ev`. In a distributed run each rank passes its
+    shard of the set (TensorBatches does that) and every rank gets the top-1 and count of the whole set."""
     model.eval()
     mean, std = _norm_tensors(device, normalize)
     autocast = autocast_for(device, amp)
     correct = total = 0
     subset = torch.tensor(ev.logit_subset, device=device) if ev.logit_subset is not None else None
     for x, y in ev.batches:
+        if not len(y):  # an empty shard (the last batch of a distributed run); flash attention refuses it
+            continue
         with autocast():
             logits = model(_to_input(x, device, mean, std, channels_last))
         if subset is not None:
             logits = logits.index_select(1, subset)
         correct += (logits.argmax(1) == y.to(device)).sum().item()
         total += len(y)
+    if distributed.is_distributed():
+        correct, total = distributed.all_reduce_sum(correct, total)
+        total = int(total)
     return {"top1": 100.0 * correct / max(1, total), "n": total}
 
 
@@ -186,7 +211,12 @@ def train(model: nn.Module, train_batches: Iterable, evals: list[EvalSet], *, ep
 
     `select_on`: the evaluation set whose best top-1 picks `best_state` (the tuned tensors kept for the
     report); None keeps the last. `resume_path`: where a resume state is written after each evaluation and
-    read at start if present."""
+    read at start if present.
+
+    In a distributed run (distributed.setup done) every rank calls this with its own shard of the batches
+    (TensorBatches, or a loader with a `set_epoch(epoch)` hook, called every epoch); each optimizer step then
+    follows the gradient of the mean loss over the global batch, as in one process. Every rank returns the
+    same history and best_state; only rank 0 writes `log_path` and `resume_path`."""
     ex = execution or Execution()
     device = resolve_device(ex.device)
     autocast = autocast_for(device, ex.amp)
@@ -209,7 +239,14 @@ def train(model: nn.Module, train_batches: Iterable, evals: list[EvalSet], *, ep
 
         mixer = Mixup(mixup_alpha=mixup, cutmix_alpha=cutmix, label_smoothing=label_smoothing,
                       num_classes=num_classes)
-    fwd = torch.compile(model) if ex.compile else model
+    ddp, world = distributed.is_distributed(), distributed.world_size()
+    net = model  # what trains; `model` (unwrapped) is what is evaluated and saved
+    if ddp:
+        from torch.nn.parallel import DistributedDataParallel
+
+        # DDP all-reduces only parameters with requires_grad: frozen backbone weights cost no communication.
+        net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    fwd = torch.compile(net) if ex.compile else net
     mean, std = _norm_tensors(device, normalize)
     result = TrainResult()
     start_epoch, best = 0, -1.0
@@ -223,38 +260,64 @@ def train(model: nn.Module, train_batches: Iterable, evals: list[EvalSet], *, ep
         start_epoch, best = state["epoch"], state["best"]
         result.history = json.loads(state["history"])
         result.best_state = state.get("best_state") or None
-        torch.set_rng_state(state["rng"])
+        rng, data_rng = state["rng"], state["data_rng"]
+        if len(state.get("rng_ranks", ())) == world:  # resumed with as many processes as it was saved with
+            rng, data_rng = state["rng_ranks"][distributed.rank()]
+        torch.set_rng_state(rng)
         if hasattr(train_batches, "gen"):
-            train_batches.gen.set_state(state["data_rng"])
+            train_batches.gen.set_state(data_rng)
         log.info("resumed from %s at epoch %d", resume_path, start_epoch)
     step = start_epoch * steps_per_epoch
     t_train = 0.0
     for epoch in range(start_epoch, epochs):
-        model.train()
+        if hasattr(train_batches, "set_epoch"):
+            train_batches.set_epoch(epoch)  # a DistributedSampler's shuffle: new each epoch, the same on all ranks
+        net.train()
         t0, loss_sum, n_batches = time.perf_counter(), 0.0, 0
         opt.zero_grad(set_to_none=True)
         for i, (x, y) in enumerate(train_batches):
             x = _to_input(x, device, mean, std, ex.channels_last)
             y = y.to(device, non_blocking=True)
-            if mixer is not None and len(x) % 2:  # timm's Mixup pairs samples: an odd batch loses one
+            if mixer is not None and len(x) % 2:  # timm's Mixup pairs samples: an odd batch (shard) loses one
                 x, y = x[:-1], y[:-1]
-            if len(x):
-                if mixer is not None:
-                    x, y = mixer(x, y)
-                with autocast():
-                    logits = fwd(x)
-                logits = logits.float()
-                if mixer is not None:
-                    loss = torch.sum(-y * F.log_softmax(logits, dim=-1), dim=-1).mean()
-                else:
-                    loss = F.cross_entropy(logits, y, label_smoothing=label_smoothing)
-                if not torch.isfinite(loss):
-                    raise NonFiniteLoss(f"loss is {loss.item()} at epoch {epoch + 1}, batch {i + 1}")
-                (loss / ex.grad_accum).backward()
-                loss_sum += loss.item()
-                n_batches += 1
-                result.images_seen += len(x)
-            if (i + 1) % ex.grad_accum == 0 or i + 1 == len(train_batches):
+            do_step = (i + 1) % ex.grad_accum == 0 or i + 1 == len(train_batches)
+            n_local = len(x)  # this rank's samples; n (below): the micro-batch's, over all ranks
+            if ddp and not n_local:
+                # Every rank joins every backward (it carries DDP's all-reduce): an empty shard forwards two
+                # zero images (two: Mixup pairs samples; not zero: flash attention refuses a batch of 0) and
+                # weighs them 0.
+                x, y = x.new_zeros((2, *x.shape[1:])), y.new_zeros((2, *y.shape[1:]))
+            if n_local or ddp:
+                # no_sync: micro-batch gradients stay local until the one all-reduce before the optimizer step
+                with net.no_sync() if ddp and not do_step else contextlib.nullcontext():
+                    if mixer is not None:
+                        x, y = mixer(x, y)
+                    with autocast():
+                        logits = fwd(x)
+                    logits = logits.float()
+                    if mixer is not None:
+                        loss = torch.sum(-y * F.log_softmax(logits, dim=-1), dim=-1)
+                        loss = loss.sum() if ddp else loss.mean()
+                    else:
+                        loss = F.cross_entropy(logits, y, label_smoothing=label_smoothing,
+                                               reduction="sum" if ddp else "mean")
+                    if ddp:
+                        # `loss` sums this rank's samples; the micro-batch's mean is over all ranks' samples.
+                        # Scaled by world / n, DDP's average of the ranks' gradients is the gradient of that
+                        # mean (uneven shards included), and every rank sees the same batch_loss.
+                        loss = loss if n_local else loss * 0.0
+                        total, n = distributed.all_reduce_sum(loss.detach(), n_local)
+                        batch_loss, loss = total / max(n, 1), loss * (world / max(n, 1))
+                    else:
+                        batch_loss, n = loss.item(), n_local
+                    if not math.isfinite(batch_loss):
+                        raise NonFiniteLoss(f"loss is {batch_loss} at epoch {epoch + 1}, batch {i + 1}")
+                    (loss / ex.grad_accum).backward()
+                if n:
+                    loss_sum += batch_loss
+                    n_batches += 1
+                result.images_seen += n_local
+            if do_step:
                 for g in opt.param_groups:
                     g["lr"] = schedule[min(step, len(schedule) - 1)]
                 opt.step()
@@ -273,7 +336,7 @@ def train(model: nn.Module, train_batches: Iterable, evals: list[EvalSet], *, ep
                 result.best_state = trainable_state(model)
                 info["selected"] = True
             result.history.append(info)
-            if log_path:
+            if log_path and distributed.is_main():
                 with open(log_path, "a", encoding="utf-8") as f:
                     f.write(json.dumps(info) + "\n")
             if resume_path:
@@ -282,15 +345,24 @@ def train(model: nn.Module, train_batches: Iterable, evals: list[EvalSet], *, ep
         if progress:
             progress("train", epoch + 1, epochs, info)
     result.train_seconds = t_train
+    if ddp:
+        result.images_seen = int(distributed.all_reduce_sum(result.images_seen)[0])
     return result
 
 
 def _save_resume(path: str, model: nn.Module, opt, epoch: int, best: float, result: TrainResult,
                  train_batches) -> None:
+    """Write the resume state (rank 0 only; called on every rank, for the generators of each)."""
     from .checkpoint import atomic_write_bytes
 
+    rng = torch.get_rng_state()
+    data_rng = train_batches.gen.get_state() if hasattr(train_batches, "gen") else torch.get_rng_state()
+    ranks = distributed.gather_objects((rng, data_rng))  # ranks draw different dropout / augmentation numbers
+    if not distributed.is_main():
+        return
     state = {"tuned": trainable_state(model), "optimizer": opt.state_dict(), "epoch": epoch, "best": best,
              "history": json.dumps(result.history), "best_state": result.best_state or {},
-             "rng": torch.get_rng_state(),
-             "data_rng": train_batches.gen.get_state() if hasattr(train_batches, "gen") else torch.get_rng_state()}
+             "rng": rng, "data_rng": data_rng}
+    if len(ranks) > 1:
+        state["rng_ranks"] = ranks
     atomic_write_bytes(path, lambda tmp: torch.save(state, tmp))

@@ -50,13 +50,14 @@ def accuracy_vs_params(table: Table, stem: str) -> list[str]:
         zero |= p <= 0
         ours = r.source == "ours"
         if ours:
-            ax.scatter(x, c.mean, color="C0", zorder=3)
+            ax.scatter(x, c.mean, color="C0", zorder=3, marker="x" if "random init" in r.label else "o")
             if c.std is not None:
                 ax.errorbar(x, c.mean, yerr=c.std, color="C0", capsize=2, lw=1)
         else:
             ax.scatter(x, c.mean, **PUBLISHED_STYLE, zorder=2)
-        ax.annotate(r.label.removesuffix(" (published)"), (x, c.mean), fontsize=6.5, xytext=(3, 3),
-                    textcoords="offset points", color="black" if ours else "0.4")
+        ax.annotate(r.label.removesuffix(" (published)"), (x, c.mean), fontsize=6.5,
+                    xytext=(4, 3 if len(ax.texts) % 2 else -8), textcoords="offset points",
+                    color="black" if ours else "0.4")
     ax.scatter([], [], color="C0", label="measured (this suite)")
     if any(r.source != "ours" for r, _, _ in pts):
         ax.scatter([], [], label="published", **PUBLISHED_STYLE)
@@ -83,11 +84,11 @@ def fewshot_curves(table: Table, stem: str) -> list[str]:
     fig, axes = plt.subplots(math.ceil(n / cols), cols, figsize=(4.0 * cols, 3.2 * math.ceil(n / cols)),
                              squeeze=False)
     shots = [int(c.key.split(":")[1]) for c in table.columns]
-    colors: dict[str, str] = {}
+    colors: dict[str, tuple] = {}  # one colour per method, measured and published alike
     for ax, section in zip(axes.flat, sections):
         for r in (r for r in table.rows if r.section == section and r.source != "delta"):
             name = r.label.removesuffix(" (published)")
-            color = colors.setdefault(name, f"C{len(colors) % 10}")
+            color = colors.setdefault(name, plt.get_cmap("tab20")(len(colors) % 20))
             xs = [k for k, c in zip(shots, table.columns) if not r.cells.get(c.key, Cell()).missing]
             ys = [r.cells[c.key].mean for c in table.columns if not r.cells.get(c.key, Cell()).missing]
             if not xs:
@@ -110,7 +111,8 @@ def fewshot_curves(table: Table, stem: str) -> list[str]:
         fig.legend(handles, labels, fontsize=7, loc="lower center", ncol=min(4, len(labels)),
                    bbox_to_anchor=(0.5, 0.0))
     fig.suptitle(table.title + "  (solid: measured, mean +- std over seeds; dashed: published)", fontsize=9)
-    fig.tight_layout(rect=(0, 0.08, 1, 0.96))
+    # fixed margins: tight_layout measures every tick label of every panel, seconds with many curves
+    fig.subplots_adjust(left=0.07, right=0.98, bottom=0.2, top=0.9, wspace=0.28, hspace=0.45)
     return save(fig, stem)
 
 
@@ -119,17 +121,19 @@ def latency_vs_batch(df, meta: dict, stem: str) -> list[str]:
     plt = _plt()
     bss = sorted(int(c.removeprefix("latency_ms_bs")) for c in df.columns if c.startswith("latency_ms_bs"))
     fig, ax = plt.subplots(figsize=(6.4, 4.4))
-    for i, r in enumerate(df.to_dict("records")):
+    cmap = plt.get_cmap("tab20")
+    colors: dict[str, tuple] = {}
+    for r in df.to_dict("records"):
         ys = [r[f"latency_ms_bs{bs}"] / bs for bs in bss]
         plain = r["form"] == "plain"
-        ax.plot(bss, ys, marker="o", ms=4, color="black" if plain else f"C{i % 10}",
+        color = "black" if plain else colors.setdefault(r["method"], cmap(2 * (len(colors) % 10)))
+        ax.plot(bss, ys, marker="s" if r["form"] == "merged" else "o", ms=4, color=color,
                 ls="--" if r["form"] == "merged" else "-", lw=2 if plain else 1,
                 label="plain backbone" if plain else f"{r['method']} ({r['form']})")
     ax.set_xscale("log", base=2)
     ax.set_xticks(bss, [str(b) for b in bss])
-    ax.set_yscale("log")
     ax.set_xlabel("batch size (images)")
-    ax.set_ylabel("latency per image (ms, log scale)")
+    ax.set_ylabel("latency per image (ms)")
     env = meta.get("environment", {})
     ax.set_title(f"Inference latency: {meta.get('backbone')} at {meta.get('img_size')}px, "
                  f"{env.get('gpu') or env.get('device')} {env.get('dtype', '')}", fontsize=9)

@@ -69,13 +69,16 @@ def to_markdown(table: Table) -> str:
     """GitHub Markdown: a title, the table (column groups in the header, best per column bold), the notes."""
     sect = _has_sections(table)
     header = (["Section"] if sect else []) + ["Method"] + (["Params (M)"] if table.params_column else [])
-    header += [c.header for c in table.columns]
+    heads = [c.header for c in table.columns]
+    if len(set(heads)) < len(heads):  # "ms | x plain | ms | x plain": say which group each is
+        heads = [f"{c.group} {c.header}" if c.group else c.header for c in table.columns]
+    header += heads
     groups: dict[str, list[str]] = {}
     for c in table.columns:
         if c.group:
             groups.setdefault(c.group, []).append(c.header)
     legend = ("Column groups: " + "; ".join(f"**{g}**: {', '.join(h)}" for g, h in groups.items()) + ".\n\n"
-              if len(groups) > 1 else "")
+              if len(groups) > 1 and heads == [c.header for c in table.columns] else "")
     rows, last = [], None
     for section, label, source, texts in _rows(table, "±", lambda t: f"**{t}**", MISSING_MD):
         shown = section if section != last else ""

@@ -20,6 +20,7 @@ from typing import Any, Callable
 
 import torch
 
+from . import distributed
 from .api import count_paper, count_trainable, create_model, get_method
 from .checkpoint import save_tuned
 from .config import build_config
@@ -71,6 +72,22 @@ def task_method_defaults(task: Task, method: str, explicit: dict[str, Any]) -> d
     return out
 
 
+def variant_of_spec(task_name: str, method: str, cfg: dict[str, Any], proto: dict[str, Any]) -> dict[str, Any]:
+    """The record's "variant": its published-table key and what differs from the task's defaults (see
+    tables.variant_fields). A task or method not registered here compares with nothing."""
+    from .tables import variant_fields
+
+    defaults: dict[str, Any] = {}
+    task_proto: dict[str, Any] = {}
+    if method in METHODS:
+        defaults = dataclasses.asdict(METHODS.get(method).config_cls())
+        if task_name in TASKS:
+            t = TASKS.get(task_name)
+            defaults.update(task_method_defaults(t, method, cfg))
+            task_proto = dataclasses.asdict(t.protocol)
+    return variant_fields(method, cfg, proto, defaults, task_proto)
+
+
 def resolve(task_name: str, method: str, overrides: dict[str, Any] | None = None) -> RunSpec:
     """Build a RunSpec. Override keys: protocol fields (epochs, lr, selection, ...), execution fields (device,
     amp, compile, ...), method options (dim, scale, ... or method.dim); an unknown or ambiguous key is an
@@ -109,6 +126,19 @@ def augmented(p: Protocol) -> bool:
     return bool(p.randaugment) or p.mixup > 0 or p.cutmix > 0 or p.random_erasing > 0
 
 
+def posterize_keep_bits(img, bits: int, **_):
+    """Posterize keeping `bits` most significant bits, 0 included (a black image), as Pillow did when NOAH's
+    few-shot protocol was published. "rand-m9-mstd0.5-inc1" draws magnitude 10 a few percent of the time, which
+    asks timm's increasing posterize for 0 bits; Pillow >= 12 raises on that, killing the data worker."""
+    from PIL import ImageOps
+
+    if bits >= 8:
+        return img
+    if bits <= 0:
+        return img.point(lambda _: 0)
+    return ImageOps.posterize(img, bits)
+
+
 def train_transform(p: Protocol) -> Callable:
     """Few-shot style augmentation on PIL images, ending in a uint8 tensor (normalised on the device)."""
     from timm.data import rand_augment_transform
@@ -117,8 +147,12 @@ def train_transform(p: Protocol) -> Callable:
     mode = T.InterpolationMode(p.interpolation)
     ops = [T.RandomResizedCrop(p.img_size, interpolation=mode), T.RandomHorizontalFlip()]
     if p.randaugment:
-        ops.append(rand_augment_transform(p.randaugment, {"translate_const": int(p.img_size * 0.45),
-                                                          "img_mean": (124, 116, 104)}))
+        ra = rand_augment_transform(p.randaugment, {"translate_const": int(p.img_size * 0.45),
+                                                    "img_mean": (124, 116, 104)})
+        for op in ra.ops:
+            if op.name.startswith("Posterize"):
+                op.aug_fn = posterize_keep_bits
+        ops.append(ra)
     ops.append(T.PILToTensor())
     if p.random_erasing > 0:
         from timm.data.random_erasing import RandomErasing
@@ -130,15 +164,27 @@ def train_transform(p: Protocol) -> Callable:
 
 
 class LoaderBatches:
-    """A DataLoader over an ImageDataset that drops (and counts) undecodable images."""
+    """A DataLoader over an ImageDataset that drops (and counts) undecodable images.
+
+    In a distributed run each process reads its share of every epoch through a DistributedSampler (same seed
+    on every rank, reshuffled by `set_epoch`; `batch_size` is then this process's micro-batch)."""
 
     def __init__(self, ds: ImageDataset, batch_size: int, shuffle: bool, workers: int, seed: int):
-        from torch.utils.data import DataLoader
+        from torch.utils.data import DataLoader, DistributedSampler
 
         self.ds = ds
-        self.gen = torch.Generator().manual_seed(seed)
-        self.loader = DataLoader(ds, batch_size=batch_size, shuffle=shuffle, num_workers=workers,
-                                 collate_fn=collate_skip, generator=self.gen, persistent_workers=workers > 0)
+        # seed + rank: the ranks' workers draw different augmentations (rank 0 is the one-process generator).
+        self.gen = torch.Generator().manual_seed(seed + distributed.rank())
+        self.sampler = DistributedSampler(ds, distributed.world_size(), distributed.rank(), shuffle=shuffle,
+                                          seed=seed) if distributed.is_distributed() else None
+        self.loader = DataLoader(ds, batch_size=batch_size, shuffle=shuffle and self.sampler is None,
+                                 sampler=self.sampler, num_workers=workers, collate_fn=collate_skip,
+                                 generator=self.gen, persistent_workers=workers > 0)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Called by the engine before each epoch: the distributed sampler's shuffle for that epoch."""
+        if self.sampler is not None:
+            self.sampler.set_epoch(epoch)
 
     def __len__(self) -> int:
         return len(self.loader)
@@ -153,12 +199,21 @@ class LoaderBatches:
 def load_split(task: Task, root: str, split: str, p: Protocol, ex: Execution, train_mode: bool, device,
                samples: list[Sample] | None = None):
     """Batches of one split: augmented per epoch through workers, or decoded once into uint8 tensors (kept on
-    the GPU when asked or when they fit comfortably). `samples`: the split's samples if already read."""
+    the GPU when asked or when they fit comfortably). `samples`: the split's samples if already read.
+
+    In a distributed run every process decodes the whole split and takes its share of each batch: a train
+    batch is p.batch_size over all processes (each grad_accum micro-batches), an eval batch
+    ex.eval_batch_size per process."""
     samples = samples if samples is not None else task.samples(root, split)
-    bs = p.batch_size // ex.grad_accum if train_mode else ex.eval_batch_size
+    world = distributed.world_size()
+    if train_mode and p.batch_size % (ex.grad_accum * world):
+        raise ConfigError(f"batch_size={p.batch_size} does not split into grad_accum={ex.grad_accum} micro-batches "
+                          f"on {world} process(es): choose grad_accum and the number of processes so that "
+                          f"grad_accum x processes divides {p.batch_size}")
+    bs = p.batch_size // ex.grad_accum if train_mode else ex.eval_batch_size * world  # over all processes
     if train_mode and augmented(p):
         ds = ImageDataset(samples, train_transform(p), ex.on_bad_image)
-        return LoaderBatches(ds, bs, True, _workers(ex), p.seed), ds.bad
+        return LoaderBatches(ds, bs // world, True, _workers(ex), p.seed), ds.bad
     data = decode_all(samples, p.img_size, p.interpolation, ex.on_bad_image, _workers(ex))
     on_device = ex.data_on_device == "yes" or (
         ex.data_on_device == "auto" and device.type == "cuda"
@@ -217,17 +272,25 @@ def execute(spec: RunSpec, data_root: str, store: ResultStore, out_dir: str, for
 
     A run that fails (non-finite loss, an exception while training) is recorded with status "failed" and the
     reason, and its exception is re-raised for the caller. User errors before training (bad data root, bad
-    list file) raise without a record."""
+    list file) raise without a record.
+
+    Under torchrun (several processes) every process calls this and trains its share of each batch; only the
+    main process (rank 0) writes files (store record, tuned weights, log, resume state) and reports progress,
+    and every process returns the main process's record (with "world_size")."""
     task, p, ex = spec.task, spec.protocol, spec.execution
     if task.eval_only:
         raise PETLBenchError(f"task {task.name!r} is evaluation-only (a target set); train its source task")
+    device = resolve_device(ex.device)
+    distributed.setup(device)  # joins the other processes of a torchrun launch; nothing otherwise
+    main = distributed.is_main()
+    progress = progress if main else None
     chash = spec.config_hash
     done = store.get(task.benchmark, chash)
     if done is not None and done.get("status") == "ok" and not force:
         log.info("%s/%s already in the store (%s): skipped", task.name, spec.method.name, chash)
         return done
-    seed_everything(p.seed)
-    device = resolve_device(ex.device)
+    # Per-rank seeds, so ranks draw different dropout masks; rank 0's model is the one trained (DDP copies it).
+    seed_everything(p.seed + distributed.rank())
     clean = p.selection == "clean"
     train_split = p.clean_train_split if clean else p.train_split
     select_split = p.val_split if clean else p.test_split
@@ -238,19 +301,22 @@ def execute(spec: RunSpec, data_root: str, store: ResultStore, out_dir: str, for
     select_batches, select_bad = load_split(task, data_root, select_split, p, ex, False, device, select_samples)
     evals = [EvalSet(select_split, select_batches, task.logit_subset)]
     run_dir = os.path.join(out_dir, task.benchmark)
-    os.makedirs(run_dir, exist_ok=True)
+    if main:
+        os.makedirs(run_dir, exist_ok=True)
     stem = os.path.join(run_dir, f"{task.name.split('/', 1)[1]}_{spec.method.name}_{chash}")
     record: dict[str, Any] = {
         "config_hash": chash, "benchmark": task.benchmark, "task": task.name, "group": task.group,
         "method": spec.method.name, "method_cfg": dataclasses.asdict(spec.method.cfg),
-        "protocol": dataclasses.asdict(p), "execution": dataclasses.asdict(ex), "seed": p.seed,
+        "protocol": dataclasses.asdict(p),
+        "variant": variant_of_spec(task.name, spec.method.name, dataclasses.asdict(spec.method.cfg),
+                                   dataclasses.asdict(p)), "execution": dataclasses.asdict(ex), "seed": p.seed,
         "selection": ("clean: epoch selected on " + p.val_split + ", test evaluated once") if clean else
                      ("reproduction: best of the periodic test evaluations (every "
                       f"{p.eval_every} epochs), as the published VTAB-1k tables"),
         "params": {"trainable": count_trainable(model, include_head=False), "paper": count_paper(model),
                    "head": count_trainable(model) - count_trainable(model, include_head=False),
                    "backbone_total": sum(q.numel() for q in model.parameters())},
-        "versions": versions(), "device": str(device),
+        "versions": versions(), "device": str(device), "world_size": distributed.world_size(),
         "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
     t0 = time.perf_counter()
@@ -264,8 +330,11 @@ def execute(spec: RunSpec, data_root: str, store: ResultStore, out_dir: str, for
     except (NonFiniteLoss, RuntimeError, DataError) as e:
         record.update(status="failed", reason=f"{type(e).__name__}: {e}",
                       traceback=traceback.format_exc(limit=5), seconds=round(time.perf_counter() - t0, 1))
-        store.append(record)
+        if main:
+            store.append(record)
         raise
+    if distributed.is_distributed() and isinstance(train_batches, LoaderBatches):
+        train_bad.items[:] = [b for items in distributed.gather_objects(train_bad.items) for b in items]  # all shares
     # Restore the selected evaluation's tuned tensors (reproduction: best test; clean: best val).
     with torch.no_grad():
         named = dict(model.named_parameters())
@@ -282,7 +351,8 @@ def execute(spec: RunSpec, data_root: str, store: ResultStore, out_dir: str, for
     targets = evaluate_targets(task, model, data_root, p, ex, device)
     if targets:
         metrics["targets"] = targets
-    save_tuned(model, stem + ".safetensors")
+    if main:
+        save_tuned(model, stem + ".safetensors")
     record.update(
         status="ok", metric="top1", value=metrics["top1"], metrics=metrics,
         history=res.history, final_loss=res.history[-1]["loss"] if res.history else None,
@@ -291,8 +361,28 @@ def execute(spec: RunSpec, data_root: str, store: ResultStore, out_dir: str, for
         skipped_images={"train": len(train_bad), "eval": len(select_bad),
                         "paths": [p_ for p_, _ in (train_bad.items + select_bad.items)[:20]]},
     )
-    path = store.append(record)
-    if os.path.exists(stem + ".resume.pt"):
-        os.unlink(stem + ".resume.pt")  # the record is written: the run is finished
-    log.info("%s %s: top1 %.2f (%s) -> %s", task.name, spec.method.name, record["value"], metrics["split"], path)
+    if main:
+        path = store.append(record)
+        if os.path.exists(stem + ".resume.pt"):
+            os.unlink(stem + ".resume.pt")  # the record is written: the run is finished
+        log.info("%s %s: top1 %.2f (%s) -> %s", task.name, spec.method.name, record["value"], metrics["split"], path)
+    # Every process returns the main one's record (theirs differ in device and timings), once it is written.
+    return distributed.broadcast_object(record)
+
+
+def record_failure(spec: RunSpec, store: ResultStore, exc: BaseException) -> dict[str, Any]:
+    """Record a run that failed before training could start (a bad image list, absent weights, ...) with its
+    reason, so a sweep's summary and tables can say what failed and why. Training failures are recorded by
+    `execute` itself, with the run's details."""
+    record = {"config_hash": spec.config_hash, "benchmark": spec.task.benchmark, "task": spec.task.name,
+              "group": spec.task.group, "method": spec.method.name,
+              "method_cfg": dataclasses.asdict(spec.method.cfg), "protocol": dataclasses.asdict(spec.protocol),
+              "variant": variant_of_spec(spec.task.name, spec.method.name, dataclasses.asdict(spec.method.cfg),
+                                         dataclasses.asdict(spec.protocol)),
+              "execution": dataclasses.asdict(spec.execution), "seed": spec.protocol.seed, "status": "failed",
+              "reason": f"{type(exc).__name__}: {exc}", "versions": versions(),
+              "traceback": "".join(traceback.format_exception(type(exc), exc, exc.__traceback__, limit=5)),
+              "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+    if distributed.is_main():
+        store.append(record)
     return record

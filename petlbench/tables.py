@@ -128,6 +128,7 @@ def run_frame(records: Iterable[dict], search: Iterable[str] = ()):
                "select_score": m.get("val_top1", r.get("value")), "selection": proto.get("selection", ""),
                "params": params.get("trainable"), "params_paper": params.get("paper"),
                "backbone": proto.get("backbone", ""), "weights": proto.get("weights", ""),
+               "normalize": proto.get("normalize", ""),
                "config_hash": r.get("config_hash", ""),
                "searched": ", ".join(f"{k}={_fmt_value(v)}" for k, v in sorted(searched.items()))}
         for name, t in (m.get("targets") or {}).items():  # in the source task's order
@@ -244,6 +245,25 @@ def _selection_note(ok) -> list[str]:
                              "tables; test data selects the epoch)",
              "clean": "clean: epoch selected on the validation split, test evaluated once"}
     return [f"Selection: {'; '.join(notes.get(s, s) for s in sel)}."] if sel else []
+
+
+DATA_SOURCE = {"vtab": "NOAH's VTAB-1k jpg export with list files (not TFDS tensors; the two sources differ by up "
+                       "to ~10 points on some datasets)",
+               "fewshot": "NOAH's few-shot split files", "domain": "NOAH's 16-shot ImageNet lists"}
+
+
+def _protocol_note(ok, benchmark: str) -> list[str]:
+    """The protocol choices that split the literature (petlbench/reference/conventions.md), as measured."""
+    if ok.empty:
+        return []
+    def values(col):
+        return ", ".join(sorted({str(v) for v in ok[col].dropna()})) or "?"
+    seeds = sorted({int(s) for s in ok["seed"].dropna()})
+    parts = [f"Protocol of the measured rows: backbone {values('backbone')}, weights {values('weights')}, "
+             f"normalisation {values('normalize')}, seeds {', '.join(map(str, seeds)) or '?'}"]
+    if benchmark in DATA_SOURCE:
+        parts.append(f"data {DATA_SOURCE[benchmark]}")
+    return ["; ".join(parts) + "."]
 
 
 def _search_note(ok, keys: tuple[str, ...]) -> list[str]:
@@ -368,7 +388,7 @@ def grouped_table(frame, benchmark: str, name: str, title: str, search: tuple[st
                            "means are computed here from the printed (rounded) per-dataset numbers.")
     table.notes.append("Params (M): trainable parameters in millions, classification head excluded, in each "
                        "method's paper convention (RepAdapter: adapter weights without biases, 0.22M on ViT-B/16).")
-    table.notes += _selection_note(ok) + _search_note(ok, search)
+    table.notes += _selection_note(ok) + _protocol_note(ok, benchmark) + _search_note(ok, search)
     if pub_rows:
         table.notes.append("Published rows: " + "; ".join(
             f"{r.label.removesuffix(' (published)')}: {r.source.removeprefix('published: ')}"
@@ -423,7 +443,7 @@ def fewshot_table(frame, search: tuple[str, ...] = (), reference_dir: str = REFE
         "Published rows: the numbers behind FacT's and NOAH's few-shot figures as their authors posted them "
         "(seeds averaged: not stated by the source). RepAdapter's own few-shot numbers were not found in a "
         "readable source and are not shown.",
-    ] + _selection_note(ok) + _search_note(ok, search)
+    ] + _selection_note(ok) + _protocol_note(ok, "fewshot") + _search_note(ok, search)
     return table
 
 
@@ -455,7 +475,7 @@ def domain_table(frame, search: tuple[str, ...] = ()) -> Table:
         "A missing target cell: that target's data was absent when the run finished (the record says so).",
         "No published domain-generalization numbers are in petlbench/reference (RepAdapter's were not found in a "
         "readable source), so there are no published rows.",
-    ] + _selection_note(ok) + _search_note(ok, search)
+    ] + _selection_note(ok) + _protocol_note(ok, "domain") + _search_note(ok, search)
     return table
 
 

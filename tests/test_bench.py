@@ -3,6 +3,7 @@ plain backbone costs, and the files are written."""
 from __future__ import annotations
 
 import json
+import os
 
 import pandas as pd
 import pytest
@@ -77,7 +78,8 @@ def test_write_files(table, tmp_path):
     back = pd.read_csv(paths["csv"])
     assert list(back.columns) == list(table.columns) and len(back) == len(table)
     md = open(paths["md"]).read()
-    assert "| repadapter | merged |" in md and "x plain bs2" in md and "paper conv." in md
+    assert "| repadapter (merged) |" in md and "Latency bs2 x plain" in md and "Paper conv." in md
+    assert "\\toprule" in open(os.path.join(str(tmp_path), "t.tex")).read()
     assert json.load(open(paths["json"]))["backbone"] == BACKBONE
 
 

@@ -149,3 +149,22 @@ def test_corrupt_record_is_reported_and_skipped(tmp_path):
     assert [r["config_hash"] for r in recs] == ["abc"]
     assert problems.items[0][0].endswith("half.json")
     assert json.loads((tmp_path / "mini" / "abc.json").read_text())["value"] == 1.0
+
+
+def test_fewshot_randaugment_survives_magnitude_10_posterize():
+    """NOAH's "rand-m9-mstd0.5-inc1" draws magnitude 10 now and then: 0 bits of posterize, which current Pillow
+    rejects; the transform keeps the published behaviour (a black image) instead of killing the worker."""
+    from PIL import Image
+
+    from petlbench.run import train_transform
+    from petlbench.task import TASKS
+
+    ra = next(t for t in train_transform(TASKS.get("fewshot/food101").protocol).transforms if hasattr(t, "ops"))
+    post = [op for op in ra.ops if op.name.startswith("Posterize")]
+    assert post
+    img = Image.new("RGB", (8, 8), (200, 100, 50))
+    for op in post:
+        op.magnitude, op.magnitude_std, op.prob = 10, 0, 1.0
+        assert op(img).getextrema() == ((0, 0), (0, 0), (0, 0))
+        op.magnitude = 5  # 2 bits kept: 200 -> 192, 100 -> 64, 50 -> 0
+        assert op(img).getpixel((0, 0)) == (192, 64, 0)

@@ -1,0 +1,122 @@
+"""One run on several processes (GPUs) through torchrun and DistributedDataParallel.
+
+petlbench launches nothing: `torchrun --nproc_per_node N -m petlbench.cli run ...` starts the processes and
+sets RANK, WORLD_SIZE, LOCAL_RANK and MASTER_ADDR/PORT; `setup` joins them into one process group. Without
+those variables (or with WORLD_SIZE=1) every helper here is the one-process identity: rank 0 of 1, sums
+returned as given, barriers that return at once, so single-process runs take exactly the old code path.
+"""
+from __future__ import annotations
+
+import atexit
+import contextlib
+import os
+from typing import Any, Iterator
+
+import torch
+import torch.distributed as dist
+
+from .errors import PETLBenchError
+
+
+def launched() -> bool:
+    """True when a launcher (torchrun) started this process as one of several: WORLD_SIZE > 1."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def local_rank() -> int:
+    """This process's index on its machine (LOCAL_RANK; 0 when not launched): the GPU it takes."""
+    return int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def is_distributed() -> bool:
+    """True when a process group of more than one process is initialised."""
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def rank() -> int:
+    """This process's rank in the group; 0 when not distributed."""
+    return dist.get_rank() if is_distributed() else 0
+
+
+def world_size() -> int:
+    """The number of processes in the group; 1 when not distributed."""
+    return dist.get_world_size() if is_distributed() else 1
+
+
+def is_main() -> bool:
+    """True on the one process that writes files (rank 0), and in a single-process run."""
+    return rank() == 0
+
+
+def setup(device: torch.device) -> bool:
+    """Join the process group of a torchrun launch: nccl for a CUDA device (which becomes this process's
+    current device), gloo otherwise. Nothing when not launched or already initialised (by petlbench or by
+    the caller). Returns whether it initialised the group; a group it initialised is destroyed at exit."""
+    if not launched() or dist.is_initialized():
+        return False
+    if device.type == "cuda":
+        if device.index is not None and device.index != local_rank():
+            # nccl refuses two ranks on one GPU, with a message that does not say why.
+            raise PETLBenchError(f"device={device}: under torchrun each process takes its own GPU (this one is "
+                                 f"LOCAL_RANK {local_rank()}); use device=cuda or device=auto")
+        torch.cuda.set_device(device)
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    atexit.register(teardown)  # torch warns when a process exits with its group alive
+    return True
+
+
+def teardown() -> None:
+    """Destroy the process group if one is initialised (idempotent)."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+@contextlib.contextmanager
+def process_group(device: torch.device) -> Iterator[None]:
+    """`setup(device)` for the duration of the block; the group is destroyed on leaving it if this call
+    initialised it (for library callers and tests; `petlbench run` keeps its group until exit)."""
+    initialised = setup(device)
+    try:
+        yield
+    finally:
+        if initialised:
+            teardown()
+
+
+def _device() -> torch.device:
+    # nccl moves only CUDA tensors, gloo only CPU ones.
+    return torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
+
+
+def barrier() -> None:
+    """Wait until every rank reaches this point."""
+    if is_distributed():
+        dist.barrier(device_ids=[torch.cuda.current_device()] if dist.get_backend() == "nccl" else None)
+
+
+def all_reduce_sum(*values: float | torch.Tensor) -> list[float]:
+    """The sum over all ranks of each value (numbers or one-element tensors), as floats, in order; the
+    values themselves when not distributed. One collective for all of them (exact for integers < 2**53)."""
+    if not is_distributed():
+        return [float(v) for v in values]
+    t = torch.stack([torch.as_tensor(v, dtype=torch.float64, device=_device()).reshape(()) for v in values])
+    dist.all_reduce(t)
+    return t.tolist()
+
+
+def gather_objects(obj: Any) -> list[Any]:
+    """`obj` of every rank (picklable), indexed by rank, on every rank; `[obj]` when not distributed."""
+    if not is_distributed():
+        return [obj]
+    out: list[Any] = [None] * world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def broadcast_object(obj: Any) -> Any:
+    """Rank 0's `obj` (picklable), on every rank; `obj` itself when not distributed."""
+    if not is_distributed():
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
