@@ -20,7 +20,7 @@ import torch
 import torch.nn as nn
 
 from petlbench.method import PETLMethod, Wrapper, register_method
-from petlbench.sites import Site
+from petlbench.sites import Site, channels_first
 
 
 @dataclass
@@ -38,7 +38,9 @@ class AdapterConfig:
 class AdapterMLP(Wrapper):
     def __init__(self, base: nn.Module, width: int, cfg: AdapterConfig):
         super().__init__(base)
-        d = _features(base)
+        first = _first_layer(base)
+        self.channels_first = channels_first(first)  # ConvNeXt's 1x1-conv MLP works on NCHW
+        d = first.in_channels if self.channels_first else first.in_features
         self.parallel = cfg.style == "parallel"
         self.scale = cfg.scale if cfg.scale is not None else (0.1 if self.parallel else 1.0)
         self.down, self.up = nn.Linear(d, width), nn.Linear(width, d)
@@ -50,19 +52,22 @@ class AdapterMLP(Wrapper):
         self.drop = nn.Dropout(cfg.dropout)
 
     def branch(self, x: torch.Tensor) -> torch.Tensor:
-        return self.scale * self.up(self.drop(self.act(self.down(x))))
+        if self.channels_first:  # NCHW: the same bottleneck on the channel dim
+            x = x.movedim(1, -1)
+        h = self.scale * self.up(self.drop(self.act(self.down(x))))
+        return h.movedim(-1, 1) if self.channels_first else h
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.base(x)
         return h + self.branch(x if self.parallel else h)
 
 
-def _features(mlp: nn.Module) -> int:
-    """Model width at the MLP's input/output: in_features of its first Linear."""
-    first = next((m for m in mlp.modules() if isinstance(m, nn.Linear)), None)
+def _first_layer(mlp: nn.Module) -> nn.Module:
+    """The MLP's first Linear or 1x1 conv (ConvNeXt's conv_mlp), whose input width is the model's width."""
+    first = next((m for m in mlp.modules() if isinstance(m, (nn.Linear, nn.Conv2d))), None)
     if first is None:
-        raise ValueError(f"adapter: no Linear inside {type(mlp).__name__} to read the width from")
-    return first.in_features
+        raise ValueError(f"adapter: no Linear or Conv2d inside {type(mlp).__name__} to read the width from")
+    return first
 
 
 @register_method("adapter")
@@ -70,6 +75,7 @@ class Adapter(PETLMethod):
     config_cls = AdapterConfig
     sites = ("mlp",)
     mergeable = False
+    families = ("vit", "swin", "convnext")
     paper = "Houlsby et al. 2019, arXiv:1902.00751; AdaptFormer, arXiv:2205.13535"
 
     def wrap(self, site: Site) -> nn.Module:

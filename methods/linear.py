@@ -10,6 +10,7 @@ from petlbench.method import PETLMethod, register_method
 @register_method("linear")
 class Linear(PETLMethod):
     mergeable = True  # nothing to merge
+    families = ("vit", "swin", "convnext")
     paper = "baseline"
 
     def mark_trainable(self, model: nn.Module) -> None:

@@ -70,6 +70,7 @@ class LoRA(PETLMethod):
     config_cls = LoRAConfig
     sites = ("attn_in",)
     mergeable = True
+    families = ("vit", "swin")  # a fused qkv Linear; ConvNeXt has no attention
     paper = "Hu et al. 2021, arXiv:2106.09685"
 
     def wrap(self, site: Site) -> nn.Module:

@@ -12,6 +12,15 @@ W' = W M, b' = b + W c (`folding.fold_input_affine`). B starts at zero, so train
 
 Parameters per adapter: d*h + h (A) + d*h/g + d (B). ViT-B/16, h=8, g=2, both places: 24 adapters,
 239,808 with biases; 221,184 weights only (the paper's "0.22M").
+
+Backbones: ViT and Swin (before the fused qkv and fc1 Linears) and ConvNeXt, where the token mixer is the
+depthwise 7x7 conv: the "attn" adapter sits before `conv_dw` (on channels, a 1x1 adapter as in the paper's
+code), the "mlp" one before the first pointwise layer (Linear on NHWC, or a 1x1 conv on NCHW). What merges on
+ConvNeXt: the MLP-side adapter always (into fc1); the dense adapter before the depthwise conv does not (it
+mixes channels, and a depthwise conv cannot absorb that: the result would be a dense 7x7 conv), so the
+published configuration stays unmerged. `dw_adapter="channel"` replaces it by a per-channel scale
+x' = x * (1 + s a), which folds exactly into the depthwise conv (no shift: it would not commute with the
+conv's zero padding).
 """
 from __future__ import annotations
 
@@ -23,7 +32,7 @@ import torch.nn as nn
 
 from petlbench.folding import fold_input_affine
 from petlbench.method import PETLMethod, Wrapper, register_method
-from petlbench.sites import Site
+from petlbench.sites import Site, channels_first
 
 
 @dataclass
@@ -33,6 +42,9 @@ class RepAdapterConfig:
     scale: float = 1.0  # s; searched per dataset over {0.1, 0.5, 1, 5, 10} (tasks carry the published values)
     where: Literal["both", "attn", "mlp"] = "both"  # paper's RepAdapter = both; RepAdapter_attn = attn
     dropout: float = 0.1  # on the hidden activations (paper's code: 0.1)
+    # ConvNeXt only: the adapter before the depthwise conv; "dense" as published (does not merge), or
+    # "channel": a per-channel scale that merges exactly
+    dw_adapter: Literal["dense", "channel"] = "dense"
 
     def validate(self) -> str | None:
         if self.dim < 1 or self.groups < 1:
@@ -43,11 +55,13 @@ class RepAdapterConfig:
 
 
 class RepAdapterLinear(Wrapper):
-    """`base(adapter(x))` for a Linear `base`; `merged()` is one Linear."""
+    """`base(adapter(x))` for a Linear, a 1x1 Conv2d or a depthwise Conv2d `base` (the adapter acts on the
+    channel dim: last for Linear, 1 for convs); `merged()` is one layer of `base`'s type where that is exact."""
 
-    def __init__(self, base: nn.Linear, hidden: int, groups: int, scale: float, dropout: float):
+    def __init__(self, base: nn.Module, hidden: int, groups: int, scale: float, dropout: float):
         super().__init__(base)
-        d = base.in_features
+        self.channels_first = channels_first(base)
+        d = base.in_channels if self.channels_first else base.in_features
         if d % groups:
             raise ValueError(f"RepAdapter: in_features {d} is not divisible by groups={groups}")
         self.groups, self.scale = groups, scale
@@ -60,9 +74,12 @@ class RepAdapterLinear(Wrapper):
         self.drop = nn.Dropout(dropout)
 
     def adapt(self, x: torch.Tensor) -> torch.Tensor:
+        if self.channels_first:  # NCHW: the same map on the channel dim
+            x = x.movedim(1, -1)
         h = self.drop(self.down(x)).unflatten(-1, (self.groups, -1))
         h = torch.einsum("...gi,goi->...go", h, self.up_weight).flatten(-2) + self.up_bias
-        return x + self.scale * h
+        out = x + self.scale * h
+        return out.movedim(-1, 1) if self.channels_first else out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.base(self.adapt(x))
@@ -75,14 +92,30 @@ class RepAdapterLinear(Wrapper):
         c = self.scale * (B @ b_A + self.up_bias.detach().double())
         return M, c
 
-    def merged(self) -> nn.Linear:
+    def merged(self) -> nn.Module:
         return fold_input_affine(self.base, *self.affine())
+
+
+class RepAdapterChannel(Wrapper):
+    """`base(x * (1 + s a))` per channel, for ConvNeXt's depthwise conv; merges exactly into it."""
+
+    def __init__(self, base: nn.Conv2d, scale: float):
+        super().__init__(base)
+        self.scale = scale
+        self.a = nn.Parameter(torch.zeros(base.in_channels))  # zero: starts as the backbone
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.base(x * (1 + self.scale * self.a).view(1, -1, 1, 1))
+
+    def merged(self) -> nn.Conv2d:
+        return fold_input_affine(self.base, torch.diag(1 + self.scale * self.a.detach().double()))
 
 
 @register_method("repadapter")
 class RepAdapter(PETLMethod):
     config_cls = RepAdapterConfig
     mergeable = True
+    families = ("vit", "swin", "convnext")
     paper = "Luo et al. 2023, arXiv:2302.08106"
 
     def target_sites(self) -> tuple[str, ...]:
@@ -90,7 +123,15 @@ class RepAdapter(PETLMethod):
 
     def wrap(self, site: Site) -> nn.Module:
         c = self.cfg
+        if c.dw_adapter == "channel" and isinstance(site.module, nn.Conv2d) and site.module.groups > 1:
+            return RepAdapterChannel(site.module, c.scale)
         return RepAdapterLinear(site.module, c.dim, c.groups, c.scale, c.dropout)
+
+    def merge_blocker(self, family: str) -> str | None:
+        if family == "convnext" and "attn_in" in self.target_sites() and self.cfg.dw_adapter == "dense":
+            return ("the dense adapter before the depthwise conv mixes channels, which a depthwise conv cannot "
+                    "absorb; use dw_adapter=channel (per-channel, merges exactly) or where=mlp")
+        return None
 
     def paper_count(self, model: nn.Module, trainable: int) -> int:
         """The paper counts adapter weights only (0.22M on ViT-B/16)."""

@@ -14,7 +14,7 @@ import torch.nn as nn
 
 from petlbench.folding import fold_output_affine
 from petlbench.method import PETLMethod, Wrapper, register_method
-from petlbench.sites import Site
+from petlbench.sites import Site, channels_first
 
 
 def _out_channels(layer: nn.Module) -> int:
@@ -35,7 +35,7 @@ class SSFLayer(Wrapper):
         c = _out_channels(base)
         self.gamma = nn.Parameter(torch.empty(c).normal_(1.0, 0.02))
         self.beta = nn.Parameter(torch.empty(c).normal_(0.0, 0.02))
-        self.channel_dim = 1 if isinstance(base, (nn.Conv1d, nn.Conv2d, nn.Conv3d)) else -1
+        self.channel_dim = 1 if channels_first(base) else -1  # convs and LayerNorm2d: NCHW
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.base(x)
@@ -50,8 +50,10 @@ class SSFLayer(Wrapper):
 
 @register_method("ssf")
 class SSF(PETLMethod):
-    sites = ("attn_in", "attn_out", "mlp_in", "mlp_out", "block_norm", "patch_embed")
-    optional_sites = ("final_norm",)
+    sites = ("attn_in", "mlp_in", "mlp_out", "block_norm", "patch_embed")
+    # ConvNeXt has no attention output projection (its token mixer is the depthwise conv, "attn_in")
+    optional_sites = ("attn_out", "final_norm")
+    families = ("vit", "swin", "convnext")
     mergeable = True
     paper = "Lian et al. 2022, arXiv:2210.08823"
 

@@ -96,6 +96,9 @@ def merge(model: nn.Module) -> nn.Module:
     if not method.mergeable:
         mergeable = [n for n in METHODS.names() if METHODS.get(n).mergeable]
         raise MergeError(f"method {info.method!r} is not mergeable; mergeable methods: {', '.join(mergeable)}")
+    blocker = method_of(model).merge_blocker(info.family)
+    if blocker:
+        raise MergeError(f"method {info.method!r} on this {info.family} backbone does not merge: {blocker}")
     plain = copy.deepcopy(model)
     # Outermost first (named_modules yields parents before children); re-scan after each replacement so a
     # wrapper nested in a merged one is never visited through a stale path.

@@ -35,10 +35,32 @@ def _f64(t: Tensor | None) -> Tensor | None:
     return None if t is None else t.detach().to(torch.float64)
 
 
-def fold_input_affine(layer: nn.Linear, matrix: Tensor | None = None, shift: Tensor | None = None) -> nn.Linear:
-    """A Linear g with g(x) == layer(matrix @ x + shift). `matrix` is (in, in), `shift` is (in,)."""
+def _is_pointwise(layer: nn.Module) -> bool:
+    return isinstance(layer, nn.Conv2d) and layer.kernel_size == (1, 1) and layer.groups == 1
+
+
+def _is_depthwise(layer: nn.Module) -> bool:
+    return isinstance(layer, nn.Conv2d) and layer.groups == layer.in_channels == layer.out_channels
+
+
+def fold_input_affine(layer: nn.Module, matrix: Tensor | None = None, shift: Tensor | None = None) -> nn.Module:
+    """A layer g of the same type with g(x) == layer(matrix @ x + shift), the map acting on channels.
+    `matrix` is (in, in), `shift` is (in,).
+
+    nn.Linear and 1x1 nn.Conv2d (a Linear on channels): any affine map. A depthwise nn.Conv2d: a diagonal
+    matrix only, no shift: a channel-mixing map would make it a dense conv, and a shift does not commute with
+    the conv's zero padding (border pixels would see `shift` where the original sees 0)."""
+    if _is_depthwise(layer):
+        return _fold_scale_into_depthwise(layer, matrix, shift)
+    if _is_pointwise(layer):
+        out_ch = layer.weight.shape[0]
+        lin = nn.Linear(layer.in_channels, out_ch, bias=layer.bias is not None)
+        lin.weight, lin.bias = nn.Parameter(layer.weight.detach().view(out_ch, -1)), layer.bias
+        folded = fold_input_affine(lin, matrix, shift)
+        return _new_like(layer, _f64(folded.weight).view_as(layer.weight), _f64(folded.bias))
     if not isinstance(layer, nn.Linear):
-        raise MergeError(f"fold_input_affine needs an nn.Linear, got {type(layer).__name__}")
+        raise MergeError(f"fold_input_affine needs an nn.Linear, a 1x1 or a depthwise nn.Conv2d, got "
+                         f"{type(layer).__name__}")
     W, b = _f64(layer.weight), _f64(layer.bias)
     if matrix is not None:
         if matrix.shape != (W.shape[1], W.shape[1]):
@@ -55,6 +77,20 @@ def fold_input_affine(layer: nn.Linear, matrix: Tensor | None = None, shift: Ten
         elif b is not None:
             b_new = b + extra
     return _new_like(layer, W_new, b_new)  # type: ignore[return-value]
+
+
+def _fold_scale_into_depthwise(layer: nn.Conv2d, matrix: Tensor | None, shift: Tensor | None) -> nn.Conv2d:
+    if matrix is not None:
+        m = _f64(matrix)
+        if bool((m - torch.diag(torch.diagonal(m))).abs().max() > 0):
+            raise MergeError("a channel-mixing map in front of a depthwise conv does not fold into a depthwise "
+                             "conv (it would become a dense kxk conv); only a per-channel scale does")
+    if shift is not None and bool(_f64(shift).abs().max() > 0):
+        raise MergeError("a shift in front of a zero-padded depthwise conv does not fold exactly (border pixels)")
+    W = _f64(layer.weight)
+    if matrix is not None:
+        W = W * torch.diagonal(_f64(matrix)).view(-1, 1, 1, 1)
+    return _new_like(layer, W, _f64(layer.bias))  # type: ignore[return-value]
 
 
 def fold_output_affine(layer: nn.Module, scale: Tensor | None = None, shift: Tensor | None = None) -> nn.Module:

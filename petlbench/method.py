@@ -106,6 +106,12 @@ class PETLMethod:
                 for _, p in mod.own_parameters():
                     p.requires_grad_(True)
 
+    def merge_blocker(self, family: str) -> str | None:
+        """Why this configuration cannot merge on `family` (None: it can, when `mergeable`). For methods
+        that merge on some backbones or options only, e.g. RepAdapter's dense adapter in front of ConvNeXt's
+        depthwise conv."""
+        return None
+
     def paper_count(self, model: nn.Module, trainable: int) -> int:
         """Trainable parameters (head excluded) under the method's paper's convention; default: all of them."""
         return trainable

@@ -35,15 +35,47 @@ _VIT = {
     "patch_embed": SitePattern(r"patch_embed\.proj", (nn.Conv2d,), "the patch projection"),
 }
 
-FAMILY_SITES: dict[str, dict[str, SitePattern]] = {"vit": _VIT}
+# timm SwinTransformer: the ViT's block layout inside `layers.N.blocks.M` (window attention's fused qkv).
+_B = r"layers\.\d+\.blocks\.\d+"
+_SWIN = {
+    "block": SitePattern(_B, (), "a Swin block"),
+    "attn_in": SitePattern(_B + r"\.attn\.qkv", (nn.Linear,), "window attention's fused qkv projection"),
+    "attn_out": SitePattern(_B + r"\.attn\.proj", (nn.Linear,), "window attention's output projection"),
+    "mlp": SitePattern(_B + r"\.mlp", (), "the whole MLP (input: norm2 output)"),
+    "mlp_in": SitePattern(_B + r"\.mlp\.fc1", (nn.Linear,), "the first MLP linear"),
+    "mlp_out": SitePattern(_B + r"\.mlp\.fc2", (nn.Linear,), "the second MLP linear"),
+    "block_norm": SitePattern(_B + r"\.norm[12]", (nn.LayerNorm,), "pre-attention and pre-MLP norms"),
+    "final_norm": SitePattern(r"norm", (nn.LayerNorm,), "the norm before the head"),
+    "patch_embed": SitePattern(r"patch_embed\.proj", (nn.Conv2d,), "the patch projection"),
+}
+
+# timm ConvNeXt: the token mixer is the depthwise 7x7 conv, so "attn_in" is that conv; the MLP is Linear on
+# NHWC (conv_mlp=False, convnext_tiny/small/base/large) or 1x1 Conv2d on NCHW (conv_mlp=True, atto..nano).
+_C = r"stages\.\d+\.blocks\.\d+"
+_CONVNEXT = {
+    "block": SitePattern(_C, (), "a ConvNeXt block"),
+    "attn_in": SitePattern(_C + r"\.conv_dw", (nn.Conv2d,), "the depthwise 7x7 conv (the token mixer)"),
+    "mlp": SitePattern(_C + r"\.mlp", (), "the whole MLP (input: the block norm's output)"),
+    "mlp_in": SitePattern(_C + r"\.mlp\.fc1", (nn.Linear, nn.Conv2d), "the first pointwise layer"),
+    "mlp_out": SitePattern(_C + r"\.mlp\.fc2", (nn.Linear, nn.Conv2d), "the second pointwise layer"),
+    "block_norm": SitePattern(_C + r"\.norm", (nn.LayerNorm,), "the block norm (LayerNorm or LayerNorm2d)"),
+    "final_norm": SitePattern(r"head\.norm", (nn.LayerNorm,), "the norm before the head (LayerNorm2d)"),
+    "patch_embed": SitePattern(r"stem\.0", (nn.Conv2d,), "the 4x4 stem conv"),
+}
+
+FAMILY_SITES: dict[str, dict[str, SitePattern]] = {"vit": _VIT, "swin": _SWIN, "convnext": _CONVNEXT}
 
 
 def detect_family(model: nn.Module) -> str:
-    """The family name of `model` ('vit'), by isinstance; PETLBenchError for a backbone no family covers."""
+    """The family name of `model` ('vit', 'swin', 'convnext'), by isinstance; PETLBenchError for a backbone no
+    family covers."""
+    from timm.models.convnext import ConvNeXt
+    from timm.models.swin_transformer import SwinTransformer
     from timm.models.vision_transformer import VisionTransformer
 
-    if isinstance(model, VisionTransformer):
-        return "vit"
+    for cls, family in ((VisionTransformer, "vit"), (SwinTransformer, "swin"), (ConvNeXt, "convnext")):
+        if isinstance(model, cls):
+            return family
     raise PETLBenchError(
         f"backbone of type {type(model).__name__} belongs to no known family; known: {', '.join(FAMILY_SITES)}"
     )
@@ -61,6 +93,8 @@ class Site:
 def find_sites(model: nn.Module, family: str, kind: str, required: bool = True) -> list[Site]:
     """All modules of `model` at site `kind`, in model order. Raises when `required` and none match."""
     table = FAMILY_SITES[family]
+    if kind not in table and not required:  # an optional site this family does not have
+        return []
     if kind not in table:
         raise PETLBenchError(f"family {family!r} has no site {kind!r}; sites: {', '.join(table)}")
     spec = table[kind]
@@ -83,3 +117,11 @@ def replace_module(model: nn.Module, name: str, new: nn.Module) -> None:
     parent_name, _, child = name.rpartition(".")
     parent = model.get_submodule(parent_name) if parent_name else model
     setattr(parent, child, new)
+
+
+def channels_first(module: nn.Module) -> bool:
+    """True when `module` takes and returns channels at dim 1 (NCHW): convolutions and timm's LayerNorm2d;
+    False for channels-last layers (Linear, LayerNorm)."""
+    if isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
+        return True
+    return type(module).__name__ in ("LayerNorm2d", "LayerNormExp2d", "RmsNorm2d")

@@ -4,17 +4,20 @@ from __future__ import annotations
 import collections
 
 import pytest
-import timm
 import torch
 
 import petlbench
 from petlbench.backbones import head_parameters
 from petlbench.method import METHODS, Wrapper
 
-from tiny import BACKBONE, NUM_CLASSES, VIT_VARIANTS, build, images, randomize_trainable
+from tiny import FAMILY, NUM_CLASSES, VARIANTS, build, images, plain, randomize_trainable
 
-MATRIX = [(m, v) for m in petlbench.list_methods() for v in VIT_VARIANTS]
-MERGEABLE = [(m, v) for m, v in MATRIX if METHODS.get(m).mergeable]
+# Skips come from what each method declares (its families, mergeable, merge_blocker), not from lists here.
+MATRIX = [(m, v) for m in petlbench.list_methods() for v in VARIANTS if FAMILY[v] in METHODS.get(m).families]
+UNSUPPORTED = sorted({(m, FAMILY[v]) for m in petlbench.list_methods() for v in VARIANTS
+                      if FAMILY[v] not in METHODS.get(m).families})
+MERGEABLE = [(m, v) for m, v in MATRIX if METHODS.get(m).mergeable and not petlbench.get_method(m).merge_blocker(FAMILY[v])]
+BLOCKED = [(m, v) for m, v in MATRIX if METHODS.get(m).mergeable and petlbench.get_method(m).merge_blocker(FAMILY[v])]
 NOT_MERGEABLE = sorted({m for m, _ in MATRIX if not METHODS.get(m).mergeable})
 
 
@@ -103,12 +106,12 @@ def test_merge_is_exact_and_plain(method, variant):
     with torch.no_grad():
         diff = (merged(x) - model(x)).abs().max().item()
     assert diff <= 1e-4
-    plain = timm.create_model(BACKBONE, pretrained=False, num_classes=NUM_CLASSES, **VIT_VARIANTS[variant])
-    assert collections.Counter(type(m) for m in merged.modules()) == collections.Counter(type(m) for m in plain.modules())
-    assert sum(p.numel() for p in merged.parameters()) == sum(p.numel() for p in plain.parameters())
-    plain.load_state_dict(merged.state_dict(), strict=True)
+    twin = plain(variant)
+    assert collections.Counter(type(m) for m in merged.modules()) == collections.Counter(type(m) for m in twin.modules())
+    assert sum(p.numel() for p in merged.parameters()) == sum(p.numel() for p in twin.parameters())
+    twin.load_state_dict(merged.state_dict(), strict=True)
     with torch.no_grad():
-        assert torch.equal(plain.eval()(x), merged(x))
+        assert torch.equal(twin.eval()(x), merged(x))
     assert isinstance(model.petl, petlbench.PETLInfo)  # merge leaves the tuned model as it was
 
 
@@ -116,3 +119,16 @@ def test_merge_is_exact_and_plain(method, variant):
 def test_merge_refuses_non_mergeable(method):
     with pytest.raises(petlbench.MergeError, match=method):
         petlbench.merge(build(method))
+
+
+@pytest.mark.parametrize("method,family", UNSUPPORTED)
+def test_unsupported_backbone_is_a_clear_error(method, family):
+    variant = next(v for v in VARIANTS if FAMILY[v] == family)
+    with pytest.raises(petlbench.PETLBenchError, match=f"does not support {family} backbones"):
+        build(method, variant)
+
+
+@pytest.mark.parametrize("method,variant", BLOCKED)
+def test_merge_blocked_configuration_says_why(method, variant):
+    with pytest.raises(petlbench.MergeError, match="does not merge"):
+        petlbench.merge(build(method, variant))

@@ -1,4 +1,5 @@
-"""Tiny backbones for the method matrix: every registered method runs on each of these ViT variants."""
+"""Tiny backbones for the method matrix: every registered method runs on each variant of the families it
+supports (ViT variants, Swin, ConvNeXt with Linear and with 1x1-conv MLPs)."""
 from __future__ import annotations
 
 import torch
@@ -16,10 +17,32 @@ VIT_VARIANTS = {
 BACKBONE = "vit_tiny_patch16_224"
 NUM_CLASSES = 5
 
+# Other families, small enough for the matrix: name -> (timm name, kwargs).
+OTHER_VARIANTS = {
+    "swin": ("swin_tiny_patch4_window7_224",
+             dict(img_size=32, embed_dim=32, depths=(1, 1), num_heads=(2, 4), window_size=4)),
+    # convnext_tiny's MLP is Linear on NHWC; conv_mlp=True (atto..nano) makes it 1x1 convs on NCHW. Layer scale
+    # starts at 0.5, not timm's 1e-6 (a random block would otherwise hide its branch, and every check with it).
+    "convnext": ("convnext_tiny", dict(dims=(16, 32, 32, 32), depths=(1, 1, 1, 1), ls_init_value=0.5)),
+    "convnext_convmlp": ("convnext_tiny", dict(dims=(16, 32, 32, 32), depths=(1, 1, 1, 1), ls_init_value=0.5,
+                                               conv_mlp=True)),
+}
+VARIANTS = {**{v: (BACKBONE, kw) for v, kw in VIT_VARIANTS.items()}, **OTHER_VARIANTS}
+FAMILY = {**{v: "vit" for v in VIT_VARIANTS}, "swin": "swin", "convnext": "convnext", "convnext_convmlp": "convnext"}
+
 
 def build(method: str, variant: str = "vit_cls", method_cfg=None):
-    return petlbench.create_model(BACKBONE, method=method, num_classes=NUM_CLASSES, pretrained=False,
-                                  method_cfg=method_cfg, **VIT_VARIANTS[variant])
+    backbone, kwargs = VARIANTS[variant]
+    return petlbench.create_model(backbone, method=method, num_classes=NUM_CLASSES, pretrained=False,
+                                  method_cfg=method_cfg, **kwargs)
+
+
+def plain(variant: str):
+    """The timm backbone of a variant, as timm builds it (what a merged model must equal)."""
+    import timm
+
+    backbone, kwargs = VARIANTS[variant]
+    return timm.create_model(backbone, pretrained=False, num_classes=NUM_CLASSES, **kwargs)
 
 
 def randomize_trainable(model, std: float = 0.05) -> None:
