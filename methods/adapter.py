@@ -75,7 +75,7 @@ class Adapter(PETLMethod):
     config_cls = AdapterConfig
     sites = ("mlp",)
     mergeable = False
-    families = ("vit", "swin", "convnext")
+    families = ("vit", "swin", "convnext", "openclip")
     paper = "Houlsby et al. 2019, arXiv:1902.00751; AdaptFormer, arXiv:2205.13535"
 
     def wrap(self, site: Site) -> nn.Module:

@@ -13,7 +13,7 @@ from petlbench.method import PETLMethod, register_method
 @register_method("bitfit")
 class BitFit(PETLMethod):
     mergeable = True  # nothing to merge
-    families = ("vit", "swin", "convnext")
+    families = ("vit", "swin", "convnext", "openclip")
     paper = "Ben Zaken et al. 2021, arXiv:2106.10199"
 
     def mark_trainable(self, model: nn.Module) -> None:

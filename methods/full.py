@@ -9,7 +9,7 @@ from petlbench.method import PETLMethod, register_method
 @register_method("full")
 class Full(PETLMethod):
     mergeable = True  # nothing to merge
-    families = ("vit", "swin", "convnext")
+    families = ("vit", "swin", "convnext", "openclip")
     paper = "baseline"
 
     def mark_trainable(self, model: nn.Module) -> None:

@@ -10,7 +10,7 @@ from petlbench.method import PETLMethod, register_method
 @register_method("linear")
 class Linear(PETLMethod):
     mergeable = True  # nothing to merge
-    families = ("vit", "swin", "convnext")
+    families = ("vit", "swin", "convnext", "openclip")
     paper = "baseline"
 
     def mark_trainable(self, model: nn.Module) -> None:

@@ -37,10 +37,13 @@ class LoRAConfig:
 class LoRAQKV(Wrapper):
     """A fused qkv Linear plus low-rank updates on the chosen thirds of its output."""
 
-    def __init__(self, base: nn.Linear, rank: int, alpha: float, targets: str, dropout: float):
+    def __init__(self, base: nn.Module, rank: int, alpha: float, targets: str, dropout: float):
         super().__init__(base)
-        d = base.in_features
-        if base.out_features != 3 * d:
+        self.mha = isinstance(base, nn.MultiheadAttention)  # open_clip: q, k, v are thirds of in_proj_weight
+        if self.mha and dropout > 0:
+            raise ValueError("LoRA on nn.MultiheadAttention updates in_proj_weight directly: dropout must be 0")
+        d = base.embed_dim if self.mha else base.in_features
+        if not self.mha and base.out_features != 3 * d:
             raise ValueError(f"LoRA expects a fused qkv Linear (out = 3 * in), got {base.out_features} x {d}")
         self.dim, self.scaling = d, alpha / rank
         self.slots = ["qkv".index(t) for t in targets]
@@ -50,15 +53,25 @@ class LoRAQKV(Wrapper):
             nn.init.kaiming_uniform_(a, a=math.sqrt(5))
         self.drop = nn.Dropout(dropout)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def delta(self) -> torch.Tensor:
+        """The (3d, d) weight update: scaling * B A on the chosen thirds, zeros elsewhere."""
+        rows = [torch.zeros(self.dim, self.dim, dtype=self.lora_A[0].dtype, device=self.lora_A[0].device)] * 3
+        for slot, a, b in zip(self.slots, self.lora_A, self.lora_B):
+            rows[slot] = self.scaling * (b @ a)
+        return torch.cat(rows)
+
+    def forward(self, x: torch.Tensor, *rest, **kwargs) -> torch.Tensor:
+        if self.mha:  # the module itself, called with the updated weight (its forward is untouched)
+            return torch.func.functional_call(self.base, {"in_proj_weight": self.base.in_proj_weight + self.delta()},
+                                              (x, *rest), kwargs)
         parts = list(self.base(x).split(self.dim, dim=-1))
         h = self.drop(x)
         for slot, a, b in zip(self.slots, self.lora_A, self.lora_B):
             parts[slot] = parts[slot] + self.scaling * ((h @ a.t()) @ b.t())
         return torch.cat(parts, dim=-1)
 
-    def merged(self) -> nn.Linear:
-        w = self.base.weight
+    def merged(self) -> nn.Module:
+        w = self.base.in_proj_weight if self.mha else self.base.weight
         delta = torch.zeros(w.shape, dtype=torch.float64, device=w.device)
         for slot, a, b in zip(self.slots, self.lora_A, self.lora_B):
             delta[slot * self.dim:(slot + 1) * self.dim] = self.scaling * (b.detach().double() @ a.detach().double())
@@ -70,7 +83,7 @@ class LoRA(PETLMethod):
     config_cls = LoRAConfig
     sites = ("attn_in",)
     mergeable = True
-    families = ("vit", "swin")  # a fused qkv Linear; ConvNeXt has no attention
+    families = ("vit", "swin", "openclip")  # a fused qkv projection; ConvNeXt has no attention
     paper = "Hu et al. 2021, arXiv:2106.09685"
 
     def wrap(self, site: Site) -> nn.Module:

@@ -13,7 +13,8 @@ W' = W M, b' = b + W c (`folding.fold_input_affine`). B starts at zero, so train
 Parameters per adapter: d*h + h (A) + d*h/g + d (B). ViT-B/16, h=8, g=2, both places: 24 adapters,
 239,808 with biases; 221,184 weights only (the paper's "0.22M").
 
-Backbones: ViT and Swin (before the fused qkv and fc1 Linears) and ConvNeXt, where the token mixer is the
+Backbones: ViT and Swin (before the fused qkv and fc1 Linears), open_clip's CLIP (before the fused in_proj of
+its nn.MultiheadAttention, folded into in_proj_weight, and before mlp.c_fc) and ConvNeXt, where the token mixer is the
 depthwise 7x7 conv: the "attn" adapter sits before `conv_dw` (on channels, a 1x1 adapter as in the paper's
 code), the "mlp" one before the first pointwise layer (Linear on NHWC, or a 1x1 conv on NCHW). What merges on
 ConvNeXt: the MLP-side adapter always (into fc1); the dense adapter before the depthwise conv does not (it
@@ -61,7 +62,10 @@ class RepAdapterLinear(Wrapper):
     def __init__(self, base: nn.Module, hidden: int, groups: int, scale: float, dropout: float):
         super().__init__(base)
         self.channels_first = channels_first(base)
-        d = base.in_channels if self.channels_first else base.in_features
+        if isinstance(base, nn.MultiheadAttention):  # open_clip: the adapter feeds the fused in_proj
+            d = base.embed_dim
+        else:
+            d = base.in_channels if self.channels_first else base.in_features
         if d % groups:
             raise ValueError(f"RepAdapter: in_features {d} is not divisible by groups={groups}")
         self.groups, self.scale = groups, scale
@@ -81,8 +85,13 @@ class RepAdapterLinear(Wrapper):
         out = x + self.scale * h
         return out.movedim(-1, 1) if self.channels_first else out
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.base(self.adapt(x))
+    def forward(self, x: torch.Tensor, *rest, **kwargs) -> torch.Tensor:
+        if not rest:
+            return self.base(self.adapt(x), **kwargs)
+        # nn.MultiheadAttention(query, key, value, ...): self-attention passes one tensor three times
+        adapted = self.adapt(x)
+        rest = tuple(adapted if r is x else self.adapt(r) if isinstance(r, torch.Tensor) else r for r in rest)
+        return self.base(adapted, *rest, **kwargs)
 
     def affine(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(M, c) with adapt(x) == M x + c in eval mode."""
@@ -115,7 +124,7 @@ class RepAdapterChannel(Wrapper):
 class RepAdapter(PETLMethod):
     config_cls = RepAdapterConfig
     mergeable = True
-    families = ("vit", "swin", "convnext")
+    families = ("vit", "swin", "convnext", "openclip")
     paper = "Luo et al. 2023, arXiv:2302.08106"
 
     def target_sites(self) -> tuple[str, ...]:

@@ -1,7 +1,8 @@
 """SSF: "Scaling & Shifting Your Features", Lian et al., 2022 (arXiv:2210.08823).
 
     y' = gamma * y + beta     (per channel), after every Linear (qkv, proj, fc1, fc2), every LayerNorm
-                              (norm1, norm2, the final norm) and the patch-embedding conv
+                              (norm1, norm2, the final norm) and the patch-embedding conv; on open_clip,
+                              after the fused in_proj of nn.MultiheadAttention (same weights, scaled)
 
 gamma ~ N(1, 0.02), beta ~ N(0, 0.02) as in SSF's code. Each (gamma, beta) follows a linear layer, so it folds
 into it exactly (eq. 5 of the paper; `folding.fold_output_affine`): W' = diag(gamma) W, b' = gamma b + beta.
@@ -48,14 +49,48 @@ class SSFLayer(Wrapper):
         return fold_output_affine(self.base, self.gamma, self.beta)
 
 
+class SSFAttention(Wrapper):
+    """SSF after both projections of an nn.MultiheadAttention (open_clip): the fused q/k/v in_proj (3d channels)
+    and out_proj (d). The module reads those tensors itself instead of calling layers, so the scale and shift are
+    applied to its weights for the call (`torch.func.functional_call`): the same function as SSF after each
+    projection, and exactly what `merged()` folds in."""
+
+    def __init__(self, base: nn.MultiheadAttention):
+        super().__init__(base)
+        d = base.embed_dim
+        self.gamma = nn.Parameter(torch.empty(3 * d).normal_(1.0, 0.02))
+        self.beta = nn.Parameter(torch.empty(3 * d).normal_(0.0, 0.02))
+        self.gamma_out = nn.Parameter(torch.empty(d).normal_(1.0, 0.02))
+        self.beta_out = nn.Parameter(torch.empty(d).normal_(0.0, 0.02))
+
+    def forward(self, query: torch.Tensor, *rest, **kwargs):
+        m = self.base
+        zero = torch.zeros_like(self.beta)
+        params = {"in_proj_weight": m.in_proj_weight * self.gamma[:, None],
+                  "in_proj_bias": (m.in_proj_bias if m.in_proj_bias is not None else zero) * self.gamma + self.beta,
+                  "out_proj.weight": m.out_proj.weight * self.gamma_out[:, None],
+                  "out_proj.bias": (m.out_proj.bias if m.out_proj.bias is not None else zero[:len(self.beta_out)])
+                  * self.gamma_out + self.beta_out}
+        return torch.func.functional_call(m, params, (query, *rest), kwargs)
+
+    def merged(self) -> nn.MultiheadAttention:
+        out = fold_output_affine(self.base, self.gamma, self.beta)
+        out.out_proj = fold_output_affine(out.out_proj, self.gamma_out, self.beta_out)
+        return out
+
+
 @register_method("ssf")
 class SSF(PETLMethod):
-    sites = ("attn_in", "mlp_in", "mlp_out", "block_norm", "patch_embed")
-    # ConvNeXt has no attention output projection (its token mixer is the depthwise conv, "attn_in")
-    optional_sites = ("attn_out", "final_norm")
-    families = ("vit", "swin", "convnext")
+    sites = ("attn_in", "mlp_in", "mlp_out", "block_norm")
+    # ConvNeXt has no attention output projection (its token mixer is the depthwise conv, "attn_in"); open_clip's
+    # patch conv has no bias, so a shift after it would not merge (that family has no patch_embed site). The ViT-B
+    # count test (205,824) checks that the optional sites are found where they exist.
+    optional_sites = ("attn_out", "patch_embed", "final_norm")
+    families = ("vit", "swin", "convnext", "openclip")
     mergeable = True
     paper = "Lian et al. 2022, arXiv:2210.08823"
 
     def wrap(self, site: Site) -> nn.Module:
+        if isinstance(site.module, nn.MultiheadAttention):
+            return SSFAttention(site.module)
         return SSFLayer(site.module)

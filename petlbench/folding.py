@@ -43,6 +43,24 @@ def _is_depthwise(layer: nn.Module) -> bool:
     return isinstance(layer, nn.Conv2d) and layer.groups == layer.in_channels == layer.out_channels
 
 
+def _mha_as_linear(mha: nn.MultiheadAttention) -> nn.Linear:
+    """The fused input projection of an nn.MultiheadAttention as a Linear (3d x d), sharing its tensors."""
+    if not mha._qkv_same_embed_dim or mha.in_proj_weight is None:
+        raise MergeError("only a MultiheadAttention with one fused in_proj_weight (q, k, v of equal size) folds")
+    lin = nn.Linear(mha.embed_dim, 3 * mha.embed_dim, bias=mha.in_proj_bias is not None)
+    lin.weight, lin.bias = mha.in_proj_weight, mha.in_proj_bias
+    return lin
+
+
+def _mha_with(mha: nn.MultiheadAttention, folded: nn.Linear) -> nn.MultiheadAttention:
+    out = copy.deepcopy(mha)
+    ref = mha.in_proj_weight
+    out.in_proj_weight = nn.Parameter(folded.weight.detach().to(ref.dtype), requires_grad=ref.requires_grad)
+    if folded.bias is not None:
+        out.in_proj_bias = nn.Parameter(folded.bias.detach().to(ref.dtype), requires_grad=ref.requires_grad)
+    return out
+
+
 def fold_input_affine(layer: nn.Module, matrix: Tensor | None = None, shift: Tensor | None = None) -> nn.Module:
     """A layer g of the same type with g(x) == layer(matrix @ x + shift), the map acting on channels.
     `matrix` is (in, in), `shift` is (in,).
@@ -50,6 +68,8 @@ def fold_input_affine(layer: nn.Module, matrix: Tensor | None = None, shift: Ten
     nn.Linear and 1x1 nn.Conv2d (a Linear on channels): any affine map. A depthwise nn.Conv2d: a diagonal
     matrix only, no shift: a channel-mixing map would make it a dense conv, and a shift does not commute with
     the conv's zero padding (border pixels would see `shift` where the original sees 0)."""
+    if isinstance(layer, nn.MultiheadAttention):  # self-attention: the same map on q, k and v inputs
+        return _mha_with(layer, fold_input_affine(_mha_as_linear(layer), matrix, shift))
     if _is_depthwise(layer):
         return _fold_scale_into_depthwise(layer, matrix, shift)
     if _is_pointwise(layer):
@@ -96,8 +116,11 @@ def _fold_scale_into_depthwise(layer: nn.Conv2d, matrix: Tensor | None, shift: T
 def fold_output_affine(layer: nn.Module, scale: Tensor | None = None, shift: Tensor | None = None) -> nn.Module:
     """A layer g of the same type with g(x) == scale * layer(x) + shift, per output channel.
 
-    Supports nn.Linear, nn.Conv1d/2d/3d (channel dim 1) and nn.LayerNorm with an elementwise affine.
+    Supports nn.Linear, nn.Conv1d/2d/3d (channel dim 1), nn.LayerNorm with an elementwise affine, and the
+    fused q/k/v input projection of nn.MultiheadAttention (3 * embed_dim channels).
     """
+    if isinstance(layer, nn.MultiheadAttention):
+        return _mha_with(layer, fold_output_affine(_mha_as_linear(layer), scale, shift))
     if isinstance(layer, nn.LayerNorm):
         if not layer.elementwise_affine:
             raise MergeError("cannot fold into a LayerNorm without elementwise affine")
@@ -120,8 +143,11 @@ def fold_output_affine(layer: nn.Module, scale: Tensor | None = None, shift: Ten
     return _new_like(layer, W_new, b_new)
 
 
-def add_weight_delta(layer: nn.Linear, delta: Tensor) -> nn.Linear:
-    """A Linear g with g(x) == layer(x) + delta @ x. `delta` has the weight's shape (out, in)."""
+def add_weight_delta(layer: nn.Module, delta: Tensor) -> nn.Module:
+    """A Linear g with g(x) == layer(x) + delta @ x. `delta` has the weight's shape (out, in); for an
+    nn.MultiheadAttention, the shape of its fused in_proj_weight (3d, d)."""
+    if isinstance(layer, nn.MultiheadAttention):
+        return _mha_with(layer, add_weight_delta(_mha_as_linear(layer), delta))
     if not isinstance(layer, nn.Linear):
         raise MergeError(f"add_weight_delta needs an nn.Linear, got {type(layer).__name__}")
     if delta.shape != layer.weight.shape:

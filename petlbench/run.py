@@ -36,6 +36,11 @@ from .weights import resolve_weights
 log = logging.getLogger(__name__)
 
 
+# Protocol fields added after records were first written, with their defaults: hashed only when set otherwise,
+# so every existing record keeps its config hash (and is still found, not rerun).
+HASHED_WHEN_SET = {"protocol": {"head_init": "random"}, "method_cfg": {"dw_adapter": "dense"}}
+
+
 @dataclass
 class RunSpec:
     """Everything that defines a run's result (execution options are recorded, not hashed)."""
@@ -46,8 +51,13 @@ class RunSpec:
     execution: Execution
 
     def identity(self) -> dict[str, Any]:
-        return {"task": self.task.name, "method": self.method.name,
-                "method_cfg": dataclasses.asdict(self.method.cfg), "protocol": dataclasses.asdict(self.protocol)}
+        out = {"task": self.task.name, "method": self.method.name,
+               "method_cfg": dataclasses.asdict(self.method.cfg), "protocol": dataclasses.asdict(self.protocol)}
+        for part, fields in HASHED_WHEN_SET.items():  # fields added later: old records keep their hashes
+            for key, default in fields.items():
+                if out[part].get(key, default) == default:
+                    out[part].pop(key, None)
+        return out
 
     @property
     def config_hash(self) -> str:
@@ -261,9 +271,17 @@ def versions() -> dict[str, str]:
 def build_model(spec: RunSpec):
     p = spec.protocol
     name, pretrained = resolve_weights(p.backbone, p.weights)
+    extra: dict[str, Any] = {}
+    if p.head_init == "zeroshot":
+        if not p.backbone.startswith("openclip:"):
+            raise ConfigError(f"head_init=zeroshot needs an open_clip backbone (backbone=openclip:ViT-B-16 ...), "
+                              f"not {p.backbone!r}")
+        if not spec.task.classnames:
+            raise ConfigError(f"head_init=zeroshot: task {spec.task.name!r} has no class names (Task.classnames)")
+        extra["zero_shot_classnames"] = list(spec.task.classnames)
     return create_model(name, method=spec.method.name, num_classes=spec.task.num_classes, pretrained=pretrained,
                         method_cfg=dataclasses.asdict(spec.method.cfg), drop_path_rate=p.drop_path,
-                        img_size=p.img_size)
+                        img_size=p.img_size, **extra)
 
 
 def execute(spec: RunSpec, data_root: str, store: ResultStore, out_dir: str, force: bool = False,

@@ -63,17 +63,38 @@ _CONVNEXT = {
     "patch_embed": SitePattern(r"stem\.0", (nn.Conv2d,), "the 4x4 stem conv"),
 }
 
-FAMILY_SITES: dict[str, dict[str, SitePattern]] = {"vit": _VIT, "swin": _SWIN, "convnext": _CONVNEXT}
+# open_clip's VisionTransformer inside petlbench's CLIPClassifier (`visual.`): attention is torch's
+# nn.MultiheadAttention with a fused in_proj weight, so "attn_in" is that module and methods fold into
+# in_proj_weight. Its patch conv (conv1) has no bias: an added shift there would not merge into a plain CLIP,
+# so this family has no "patch_embed" site.
+_R = r"visual\.transformer\.resblocks\.\d+"
+_OPENCLIP = {
+    "block": SitePattern(_R, (), "a residual attention block"),
+    "attn_in": SitePattern(_R + r"\.attn", (nn.MultiheadAttention,), "attention with its fused in_proj"),
+    # no "attn_out": nn.MultiheadAttention reads out_proj's tensors instead of calling it, so a wrapper there
+    # would be bypassed; methods reach it through "attn_in" (SSF does)
+    "mlp": SitePattern(_R + r"\.mlp", (), "the whole MLP (input: ln_2 output)"),
+    "mlp_in": SitePattern(_R + r"\.mlp\.c_fc", (nn.Linear,), "the first MLP linear"),
+    "mlp_out": SitePattern(_R + r"\.mlp\.c_proj", (nn.Linear,), "the second MLP linear"),
+    "block_norm": SitePattern(_R + r"\.ln_[12]", (nn.LayerNorm,), "pre-attention and pre-MLP norms"),
+    "final_norm": SitePattern(r"visual\.ln_post", (nn.LayerNorm,), "the norm before the projection"),
+}
+
+FAMILY_SITES: dict[str, dict[str, SitePattern]] = {"vit": _VIT, "swin": _SWIN, "convnext": _CONVNEXT,
+                                                   "openclip": _OPENCLIP}
 
 
 def detect_family(model: nn.Module) -> str:
-    """The family name of `model` ('vit', 'swin', 'convnext'), by isinstance; PETLBenchError for a backbone no
-    family covers."""
+    """The family name of `model` ('vit', 'swin', 'convnext', 'openclip'), by isinstance; PETLBenchError for a
+    backbone no family covers."""
     from timm.models.convnext import ConvNeXt
+
+    from .backbones import CLIPClassifier
     from timm.models.swin_transformer import SwinTransformer
     from timm.models.vision_transformer import VisionTransformer
 
-    for cls, family in ((VisionTransformer, "vit"), (SwinTransformer, "swin"), (ConvNeXt, "convnext")):
+    for cls, family in ((VisionTransformer, "vit"), (SwinTransformer, "swin"), (ConvNeXt, "convnext"),
+                        (CLIPClassifier, "openclip")):
         if isinstance(model, cls):
             return family
     raise PETLBenchError(

@@ -50,6 +50,9 @@ class Protocol:
     val_split: str = "val200"
     test_split: str = "test"
     seed: int = 42
+    # The head's start: "random" (a new linear head), or "zeroshot" (open_clip backbones: the text embeddings of
+    # the task's class names, i.e. CLIP's zero-shot classifier, as CLIP users start from it).
+    head_init: Literal["random", "zeroshot"] = "random"
 
     def validate(self) -> str | None:
         if self.epochs < 1 or self.batch_size < 1 or self.eval_every < 1:
@@ -77,6 +80,7 @@ class Task:
     eval_only: bool = False  # a target set evaluated with another task's model (domain generalization)
     eval_targets: tuple[str, ...] = ()  # eval-only tasks scored with this task's trained model, where present
     on_bad_default: OnBad = "fail"
+    classnames: tuple[str, ...] = ()  # for a zero-shot head ("a photo of a {}."); empty when not known
 
     def samples(self, data_root: str, split: str) -> list[Sample]:
         if split not in self.splits:

@@ -17,6 +17,7 @@ def resolve_weights(backbone: str, weights: str) -> tuple[str, bool | str]:
     "petlbench:<name>"   -> a file shipped in petlbench/weights/<name>.safetensors
     a path to a file     -> (backbone, path)
     "<arch>.<tag>"       -> (that timm name, True), checked against the Hugging Face cache first
+    "<tag>" with an "openclip:<arch>" backbone -> (backbone, tag): open_clip's pretrained tag
     """
     if weights in ("", "none", "random"):
         return backbone, False
@@ -29,6 +30,8 @@ def resolve_weights(backbone: str, weights: str) -> tuple[str, bool | str]:
         if not os.path.isfile(os.path.expanduser(weights)):
             raise PETLBenchError(f"weights {weights!r}: no such file")
         return backbone, os.path.expanduser(weights)
+    if backbone.startswith("openclip:"):  # an open_clip pretrained tag ("openai", "laion2b_s34b_b88k", ...)
+        return backbone, weights
     ensure_hub_weights(weights)
     return weights, True
 

@@ -27,6 +27,8 @@ SIZE = 32
 N_TRAIN, N_VAL, N_TEST = 400, 100, 500
 SPLITS = ("train", "val", "trainval", "test")
 DATASETS = {"digits": 10, "dsprites_loc": 8, "dsprites_ori": 8, "clevr_count": 6}
+DIGIT_NAMES = tuple(f"handwritten digit {w}" for w in
+                    ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"))
 GENERATOR_VERSION = "1"  # bump when generation changes; a folder with another version is regenerated
 
 PROTOCOL = Protocol(
@@ -247,6 +249,7 @@ for _name, _classes in DATASETS.items():
         protocol=PROTOCOL, group="Natural" if _name == "digits" else "Structured",
         # 16 patch tokens: 8 prompts rather than VPT's 50 keep the sequence (and the CPU budget) in proportion.
         method_defaults={"vpt": {"tokens": 8}},
+        classnames=DIGIT_NAMES if _name == "digits" else (),
         summary="offline mini-benchmark (generated; not VTAB-1k): 400+100 train, 500 test"
                 if _name != "digits" else "offline mini-benchmark: scikit-learn digits, 400+100 train, 1,297 test",
     ))

@@ -79,3 +79,78 @@ def test_depthwise_fold_rules():
 def test_unsupported_pairs_name_the_family(method, variant):
     with pytest.raises(petlbench.PETLBenchError, match=f"does not support {variant} backbones.*supports: vit"):
         build(method, variant)
+
+
+# --- open_clip --------------------------------------------------------------------------------------------------
+from tiny import OPENCLIP_TINY, has_open_clip  # noqa: E402
+
+needs_clip = pytest.mark.skipif(not has_open_clip(), reason="open_clip_torch not installed")
+
+
+@needs_clip
+@pytest.mark.parametrize("method,want", [
+    ("repadapter", 2 * 2 * (13 * 64 + 8)),             # tiny CLIP: 2 blocks of width 64; in_proj and c_fc
+    ("lora", 2 * 2 * 2 * 8 * 64),                      # q and v thirds of in_proj_weight, rank 8
+    ("ssf", 2 * 2 * (3 * 64 + 64 + 4 * 64 + 64 + 2 * 64) + 2 * 64),  # in_proj, out_proj, c_fc, c_proj, ln_1/2;
+    #                                                                  ln_post (conv1 has no bias: no site)
+    ("adapter", 2 * (2 * 64 * 8 + 8 + 64)),
+])
+def test_openclip_counts(method, want):
+    assert petlbench.count_trainable(build(method, "openclip"), include_head=False) == want
+
+
+@needs_clip
+def test_openclip_zero_shot_head_is_clips_zero_shot_classifier():
+    import open_clip
+    import torch.nn.functional as F
+
+    names = ["cat", "dog", "car", "tree", "boat"]
+    torch.manual_seed(0)
+    clip = open_clip.create_model("ViT-B-16", pretrained=None, **OPENCLIP_TINY).eval()
+    torch.manual_seed(0)
+    model = petlbench.create_model("openclip:ViT-B-16", method="linear", num_classes=5, pretrained=False,
+                                   zero_shot_classnames=names, **OPENCLIP_TINY).eval()
+    x = images()
+    tok = open_clip.get_tokenizer("ViT-B-16")
+    with torch.no_grad():
+        text = F.normalize(clip.encode_text(tok([f"a photo of a {n}." for n in names])), dim=-1)
+        want = clip.logit_scale.exp() * F.normalize(clip.encode_image(x), dim=-1) @ text.t()
+        assert torch.allclose(model(x), want, atol=1e-4)
+    assert not any(n.startswith("transformer.") or "token_embedding" in n for n, _ in model.named_parameters())
+
+
+@needs_clip
+@pytest.mark.parametrize("kwargs,message", [
+    ({"backbone": "openclip:ViT-B-61"}, "did you mean 'ViT-B-16'"),
+    ({"pretrained": "opnai"}, "unknown pretrained tag 'opnai'"),
+    ({"pretrained": True}, "name the weights, e.g. weights=openai"),
+    ({"drop_path_rate": 0.1}, "no drop path"),
+])
+def test_openclip_errors(kwargs, message):
+    args = {"backbone": "openclip:ViT-B-16", "pretrained": False, **kwargs}
+    with pytest.raises(petlbench.PETLBenchError, match=message):
+        petlbench.create_model(args.pop("backbone"), method="linear", num_classes=3, **args, **OPENCLIP_TINY)
+
+
+def test_zero_shot_head_option_is_checked():
+    from petlbench.errors import ConfigError
+    from petlbench.run import build_model, resolve
+
+    with pytest.raises(ConfigError, match="needs an open_clip backbone"):
+        build_model(resolve("mini/digits", "linear", {"head_init": "zeroshot"}))
+    with pytest.raises(ConfigError, match="has no class names"):
+        build_model(resolve("mini/clevr_count", "linear", {"head_init": "zeroshot", "backbone": "openclip:ViT-B-16",
+                                                           "weights": "none", "drop_path": 0.0}))
+
+
+OLD_HASH = "5ac48f2999de087c"  # mini/digits + repadapter, written before head_init and dw_adapter existed
+
+
+def test_new_options_keep_old_config_hashes():
+    """Fields added to the protocol (head_init) and to RepAdapter (dw_adapter) are hashed only when set, so the
+    records written before them are still found (this hash is the one the committed mini store has)."""
+    from petlbench.run import resolve
+
+    assert resolve("mini/digits", "repadapter").config_hash == OLD_HASH
+    assert resolve("mini/digits", "repadapter", {"dw_adapter": "channel"}).config_hash != OLD_HASH
+    assert resolve("mini/digits", "repadapter", {"head_init": "zeroshot"}).config_hash != OLD_HASH

@@ -38,11 +38,11 @@ def build(method: str, variant: str = "vit_cls", method_cfg=None):
 
 
 def plain(variant: str):
-    """The timm backbone of a variant, as timm builds it (what a merged model must equal)."""
-    import timm
+    """The plain backbone of a variant, as timm (or open_clip) builds it (what a merged model must equal)."""
+    from petlbench.backbones import create_backbone
 
     backbone, kwargs = VARIANTS[variant]
-    return timm.create_model(backbone, pretrained=False, num_classes=NUM_CLASSES, **kwargs)
+    return create_backbone(backbone, NUM_CLASSES, False, **kwargs)
 
 
 def randomize_trainable(model, std: float = 0.05) -> None:
@@ -55,3 +55,18 @@ def randomize_trainable(model, std: float = 0.05) -> None:
 
 def images(n: int = 4, size: int = 32) -> torch.Tensor:
     return torch.randn(n, 3, size, size)
+
+
+def has_open_clip() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("open_clip") is not None
+
+
+# open_clip's ViT-B-16 architecture made small (the vision config replaced; text tower tiny, dropped after use).
+OPENCLIP_TINY = dict(embed_dim=32, vision_cfg=dict(image_size=32, layers=2, width=64, patch_size=8, head_width=32),
+                     text_cfg=dict(context_length=77, vocab_size=49408, width=32, heads=2, layers=1))
+if has_open_clip():
+    OTHER_VARIANTS["openclip"] = ("openclip:ViT-B-16", OPENCLIP_TINY)
+    VARIANTS["openclip"] = OTHER_VARIANTS["openclip"]
+    FAMILY["openclip"] = "openclip"
