@@ -53,7 +53,14 @@ def create_backbone(name: str, num_classes: int, pretrained: bool | str = False,
         kwargs["pretrained_cfg_overlay"] = dict(file=path)
         pretrained = True
     try:
-        return timm.create_model(name, pretrained=bool(pretrained), num_classes=num_classes, **kwargs)
+        try:
+            return timm.create_model(name, pretrained=bool(pretrained), num_classes=num_classes, **kwargs)
+        except TypeError as e:
+            if "img_size" not in kwargs or "img_size" not in str(e):
+                raise
+            # convolutional backbones (ConvNeXt) take any input size and have no img_size argument
+            kwargs.pop("img_size")
+            return timm.create_model(name, pretrained=bool(pretrained), num_classes=num_classes, **kwargs)
     except TypeError as e:  # an unknown timm kwarg
         raise PETLBenchError(f"backbone {name!r} does not accept {sorted(kwargs)}: {e}") from None
 

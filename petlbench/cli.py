@@ -106,8 +106,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from .report import write_efficiency
 
     methods = _method_list(args.methods)
-    cfgs = _method_cfgs(args.cfg, methods)
     check_backbone(args.backbone)
+    if args.methods == "all":  # every method that supports this backbone's family
+        methods = [m for m in methods if _family(args.backbone, args.img_size) in get_method(m).families]
+    cfgs = _method_cfgs(args.cfg, methods)
     for m in methods:  # bad names and options fail here, before any model is built
         get_method(m, cfgs.get(m))
     _check_device(args.device)
@@ -119,8 +121,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
                               forms=("unmerged", "merged") if args.forms == "all" else (args.forms,))
     finally:
         bar.close()
-    stem = args.backbone if (args.device, args.dtype) == ("cpu", "fp32") else \
-        f"{args.backbone}_{args.device.replace(':', '')}_{args.dtype}"
+    name = args.backbone.replace(":", "_")  # openclip:ViT-B-16 -> openclip_ViT-B-16 (no ':' in file names)
+    stem = name if (args.device, args.dtype) == ("cpu", "fp32") else f"{name}_{args.device.replace(':', '')}_{args.dtype}"
     if args.forms != "all":
         stem += f"_{args.forms}"
     rounds = ", ".join(f"bs{bs}: {int(df[f'rounds_bs{bs}'].iloc[0])} rounds" for bs in args.batch_sizes)
@@ -135,6 +137,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
             print(f.read())
     print(f"wrote {paths['csv']}, {paths['md']} and {paths['json']} in {meta['seconds']:.0f} s")
     return 0
+
+
+def _family(backbone: str, img_size: int) -> str:
+    from .backbones import create_backbone
+    from .sites import detect_family
+
+    return detect_family(create_backbone(backbone, 10, False, img_size=img_size))
 
 
 def cmd_tasks(args: argparse.Namespace) -> int:

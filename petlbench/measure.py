@@ -46,9 +46,22 @@ def count_flops(model: nn.Module, x: torch.Tensor) -> int:
     """FLOPs of one forward pass (torch FlopCounterMode: a multiply-add counts 2)."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    # no_grad, not inference_mode: FlopCounterMode's module tracker hooks trip over parameters as inputs
-    with torch.no_grad(), explicit_attention(model), FlopCounterMode(display=False) as fc:
-        model(x)
+    from torch.utils.flop_counter import sdpa_flop_count
+
+    def cpu_sdpa(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
+        return sdpa_flop_count(query_shape, key_shape, value_shape)
+
+    # torch counts the CUDA SDPA kernels but not the CPU one; nn.MultiheadAttention (open_clip) reaches it once
+    # its fused fast path (an op FlopCounterMode does not know) is off for the count.
+    mapping = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: cpu_sdpa}
+    fastpath = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)
+    try:
+        # no_grad, not inference_mode: FlopCounterMode's module tracker hooks trip over parameters as inputs
+        with torch.no_grad(), explicit_attention(model), FlopCounterMode(display=False, custom_mapping=mapping) as fc:
+            model(x)
+    finally:
+        torch.backends.mha.set_fastpath_enabled(fastpath)
     return int(fc.get_total_flops())
 
 
@@ -159,7 +172,7 @@ def build_variants(backbone: str, methods: list[str], method_cfgs: dict[str, dic
 
     Methods that add no module (bitfit, full, linear) already are the plain architecture: they get one row,
     kept under either form. `forms` picks which rows are built besides the plain backbone."""
-    from .api import count_paper, count_trainable, create_model, merge
+    from .api import count_paper, count_trainable, create_model, merge, method_of
     from .backbones import create_backbone
     from .method import METHODS, Wrapper
 
@@ -170,10 +183,13 @@ def build_variants(backbone: str, methods: list[str], method_cfgs: dict[str, dic
                              method_cfg=(method_cfgs or {}).get(name), **backbone_kwargs)
         n, paper = count_trainable(model, include_head=False), count_paper(model)
         wrapped = any(isinstance(m, Wrapper) for m in model.modules())
+        blocker = method_of(model).merge_blocker(model.petl.family) if wrapped else None
+        notes = [] if wrapped else ["adds no module: already the plain architecture"]
+        if blocker:
+            notes.append(f"no merged form on this backbone: {blocker}")
         if "unmerged" in forms or not wrapped:
-            rows.append(Variant(name, "unmerged", model, n, paper,
-                                [] if wrapped else ["adds no module: already the plain architecture"]))
-        if wrapped and METHODS.get(name).mergeable and "merged" in forms:
+            rows.append(Variant(name, "unmerged", model, n, paper, notes))
+        if wrapped and METHODS.get(name).mergeable and not blocker and "merged" in forms:
             rows.append(Variant(name, "merged", merge(model), n, paper))
     return rows
 

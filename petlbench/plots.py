@@ -26,7 +26,8 @@ def save(fig, stem: str) -> list[str]:
     paths = []
     for ext in ("png", "pdf"):
         path, tmp = f"{stem}.{ext}", f"{stem}.tmp.{ext}"
-        fig.savefig(tmp, dpi=150 if ext == "png" else None)
+        # no creation date in the PDF: regenerating an unchanged plot leaves the file unchanged
+        fig.savefig(tmp, dpi=150 if ext == "png" else None, metadata={"CreationDate": None} if ext == "pdf" else None)
         os.replace(tmp, path)
         paths.append(path)
     _plt().close(fig)

@@ -154,3 +154,17 @@ def test_new_options_keep_old_config_hashes():
     assert resolve("mini/digits", "repadapter").config_hash == OLD_HASH
     assert resolve("mini/digits", "repadapter", {"dw_adapter": "channel"}).config_hash != OLD_HASH
     assert resolve("mini/digits", "repadapter", {"head_init": "zeroshot"}).config_hash != OLD_HASH
+
+
+def test_efficiency_variants_skip_merges_a_family_blocks():
+    from petlbench.measure import build_variants
+
+    from tiny import VARIANTS
+
+    backbone, kwargs = VARIANTS["convnext"]
+    rows = build_variants(backbone, ["repadapter", "ssf"], num_classes=5, **kwargs)
+    assert [(r.method, r.form) for r in rows] == [("plain", "plain"), ("repadapter", "unmerged"),
+                                                  ("ssf", "unmerged"), ("ssf", "merged")]
+    assert any("dw_adapter=channel" in n for n in rows[1].notes)
+    rows = build_variants(backbone, ["repadapter"], {"repadapter": {"dw_adapter": "channel"}}, num_classes=5, **kwargs)
+    assert [(r.method, r.form) for r in rows][-1] == ("repadapter", "merged")

@@ -13,7 +13,6 @@ import pytest
 
 import records
 from petlbench.report import to_frame, to_latex, to_markdown, write_plots, write_tables
-from petlbench.store import ResultStore
 from petlbench.tables import Cell, grouped_table, published, run_frame, fewshot_table, domain_table
 
 VTAB = ["cifar", "caltech101", "dtd", "oxford_flowers102", "oxford_iiit_pet", "svhn", "sun397", "patch_camelyon",
