@@ -49,6 +49,8 @@ def _check_value(where: str, key: str, value: Any, hint: Any) -> Any:
     elif hint is str:
         if isinstance(value, str):
             return value
+        if value is None:  # `key=none` on the command line parses to None; for a text field it is the word
+            return "none"
     elif isinstance(hint, type) and isinstance(value, hint):
         return value
     name = getattr(hint, "__name__", str(hint))

@@ -168,3 +168,13 @@ def test_fewshot_randaugment_survives_magnitude_10_posterize():
         assert op(img).getextrema() == ((0, 0), (0, 0), (0, 0))
         op.magnitude = 5  # 2 bits kept: 200 -> 192, 100 -> 64, 50 -> 0
         assert op(img).getpixel((0, 0)) == (192, 64, 0)
+
+
+def test_command_line_none_for_a_text_field_is_the_word():
+    """`weights=none` typed on the command line (parsed to None) means random initialisation, as documented."""
+    from petlbench.config import parse_overrides
+    from petlbench.run import resolve
+
+    spec = resolve("mini/digits", "linear", parse_overrides(["weights=none"]))
+    assert spec.protocol.weights == "none"
+    assert spec.config_hash == resolve("mini/digits", "linear", {"weights": "none"}).config_hash
