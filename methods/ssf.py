@@ -81,11 +81,10 @@ class SSFAttention(Wrapper):
 
 @register_method("ssf")
 class SSF(PETLMethod):
-    sites = ("attn_in", "mlp_in", "mlp_out", "block_norm")
-    # ConvNeXt has no attention output projection (its token mixer is the depthwise conv, "attn_in"); open_clip's
-    # patch conv has no bias, so a shift after it would not merge (that family has no patch_embed site). The ViT-B
-    # count test (205,824) checks that the optional sites are found where they exist.
-    optional_sites = ("attn_out", "patch_embed", "final_norm")
+    sites = ("attn_in", "attn_out", "mlp_in", "mlp_out", "block_norm", "patch_embed")
+    # Sites a family does not have are skipped (sites.FAMILY_SITES says which: ConvNeXt has no attn_out, its token
+    # mixer being the depthwise conv; open_clip has no patch_embed, its conv1 having no bias for SSF's shift).
+    optional_sites = ("final_norm",)
     families = ("vit", "swin", "convnext", "openclip")
     mergeable = True
     paper = "Lian et al. 2022, arXiv:2210.08823"

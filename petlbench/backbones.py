@@ -46,6 +46,13 @@ def create_backbone(name: str, num_classes: int, pretrained: bool | str = False,
     import timm
 
     check_backbone(name)
+    if isinstance(pretrained, str) and name.startswith("videomae_"):  # VideoMAE's own key layout
+        from .video import load_videomae
+
+        path = os.path.expanduser(pretrained)
+        if not os.path.isfile(path):
+            raise PETLBenchError(f"pretrained checkpoint {pretrained!r} does not exist")
+        return load_videomae(timm.create_model(name, pretrained=False, num_classes=num_classes, **kwargs), path)
     if isinstance(pretrained, str):
         path = os.path.expanduser(pretrained)
         if not os.path.isfile(path):
@@ -182,3 +189,6 @@ def _register_mini() -> None:
 
 
 _register_mini()
+from . import video as _video  # noqa: E402  (importing it registers videomae_vit_base_patch16_224 with timm)
+
+__all__ = ["CLIPClassifier", "check_backbone", "create_backbone", "create_openclip", "head_parameters", "_video"]

@@ -151,9 +151,12 @@ def _to_input(x: torch.Tensor, device: torch.device, mean: torch.Tensor | None, 
     x = x.to(device, non_blocking=True)
     if x.dtype == torch.uint8:
         x = x.float().div_(255)
-    if mean is not None:
-        x = (x - mean) / std
-    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+    if mean is not None:  # channels at dim 1: images (B, 3, H, W), clips (B, 3, T, H, W)
+        shape = (1, 3) + (1,) * (x.dim() - 2)
+        x = (x - mean.view(shape)) / std.view(shape)
+    if channels_last and x.dim() == 4:
+        return x.contiguous(memory_format=torch.channels_last)
+    return x
 
 
 def autocast_for(device: torch.device, amp: str):
@@ -177,8 +180,13 @@ def evaluate(model: nn.Module, ev: EvalSet, device: torch.device, normalize: boo
     for x, y in ev.batches:
         if not len(y):  # an empty shard (the last batch of a distributed run); flash attention refuses it
             continue
+        views = x.shape[1] if x.dim() == 6 else 0  # video test views: (B, clips x crops, 3, T, H, W)
         with autocast():
-            logits = model(_to_input(x, device, mean, std, channels_last))
+            if views:  # a video's score: the mean of its views' softmax probabilities (VideoMAE's test merge)
+                logits = model(_to_input(x.flatten(0, 1), device, mean, std, channels_last)).float()
+                logits = logits.softmax(-1).view(len(y), views, -1).mean(1)
+            else:
+                logits = model(_to_input(x, device, mean, std, channels_last))
         if subset is not None:
             logits = logits.index_select(1, subset)
         correct += (logits.argmax(1) == y.to(device)).sum().item()
@@ -221,7 +229,7 @@ def train(model: nn.Module, train_batches: Iterable, evals: list[EvalSet], *, ep
     device = resolve_device(ex.device)
     autocast = autocast_for(device, ex.amp)
     model.to(device)
-    if ex.channels_last:
+    if ex.channels_last and not any(p.dim() == 5 for p in model.parameters()):  # (video Conv3d: no 2-D layout)
         model.to(memory_format=torch.channels_last)
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:

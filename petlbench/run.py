@@ -38,7 +38,9 @@ log = logging.getLogger(__name__)
 
 # Protocol fields added after records were first written, with their defaults: hashed only when set otherwise,
 # so every existing record keeps its config hash (and is still found, not rerun).
-HASHED_WHEN_SET = {"protocol": {"head_init": "random"}, "method_cfg": {"dw_adapter": "dense"}}
+HASHED_WHEN_SET = {"protocol": {"head_init": "random", "num_frames": 8, "frame_sampling": "dense", "frame_stride": 4,
+                                 "test_clips": 1, "test_crops": 1},
+                   "method_cfg": {"dw_adapter": "dense"}}
 
 
 @dataclass
@@ -221,6 +223,12 @@ def load_split(task: Task, root: str, split: str, p: Protocol, ex: Execution, tr
                           f"on {world} process(es): choose grad_accum and the number of processes so that "
                           f"grad_accum x processes divides {p.batch_size}")
     bs = p.batch_size // ex.grad_accum if train_mode else ex.eval_batch_size * world  # over all processes
+    if task.benchmark == "video":  # clips decoded per epoch by decord in the loader's workers
+        from .tasks.video import dataset as video_dataset
+
+        ds = video_dataset(task, samples, p, train_mode, ex.on_bad_image)
+        return LoaderBatches(ds, bs // world if train_mode else ex.eval_batch_size, train_mode, _workers(ex),
+                             p.seed), ds.bad
     if train_mode and augmented(p):
         ds = ImageDataset(samples, train_transform(p), ex.on_bad_image)
         return LoaderBatches(ds, bs // world, True, _workers(ex), p.seed), ds.bad
@@ -279,6 +287,8 @@ def build_model(spec: RunSpec):
         if not spec.task.classnames:
             raise ConfigError(f"head_init=zeroshot: task {spec.task.name!r} has no class names (Task.classnames)")
         extra["zero_shot_classnames"] = list(spec.task.classnames)
+    if spec.task.benchmark == "video":
+        extra["num_frames"] = p.num_frames
     return create_model(name, method=spec.method.name, num_classes=spec.task.num_classes, pretrained=pretrained,
                         method_cfg=dataclasses.asdict(spec.method.cfg), drop_path_rate=p.drop_path,
                         img_size=p.img_size, **extra)

@@ -32,7 +32,7 @@ _VIT = {
     "mlp_out": SitePattern(r"blocks\.\d+\.mlp\.fc2", (nn.Linear,), "the second MLP linear"),
     "block_norm": SitePattern(r"blocks\.\d+\.norm[12]", (nn.LayerNorm,), "pre-attention and pre-MLP norms"),
     "final_norm": SitePattern(r"(norm|fc_norm)", (nn.LayerNorm,), "the norm before the head"),
-    "patch_embed": SitePattern(r"patch_embed\.proj", (nn.Conv2d,), "the patch projection"),
+    "patch_embed": SitePattern(r"patch_embed\.proj", (nn.Conv2d, nn.Conv3d), "the patch (or video tubelet) projection"),
 }
 
 # timm SwinTransformer: the ViT's block layout inside `layers.N.blocks.M` (window attention's fused qkv).
@@ -114,10 +114,11 @@ class Site:
 def find_sites(model: nn.Module, family: str, kind: str, required: bool = True) -> list[Site]:
     """All modules of `model` at site `kind`, in model order. Raises when `required` and none match."""
     table = FAMILY_SITES[family]
-    if kind not in table and not required:  # an optional site this family does not have
-        return []
     if kind not in table:
-        raise PETLBenchError(f"family {family!r} has no site {kind!r}; sites: {', '.join(table)}")
+        known = sorted({k for t in FAMILY_SITES.values() for k in t})
+        if kind not in known:  # a typo in a method's site list
+            raise PETLBenchError(f"no backbone family has a site {kind!r}; sites: {', '.join(known)}")
+        return []  # a site this family does not have (its table says so: ConvNeXt has no attn_out)
     spec = table[kind]
     rx = re.compile(spec.pattern + r"\Z")
     found = [

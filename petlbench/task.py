@@ -53,6 +53,14 @@ class Protocol:
     # The head's start: "random" (a new linear head), or "zeroshot" (open_clip backbones: the text embeddings of
     # the task's class names, i.e. CLIP's zero-shot classifier, as CLIP users start from it).
     head_init: Literal["random", "zeroshot"] = "random"
+    # Video (AdaptFormer / VideoMAE fine-tuning protocol): frames per clip, how they are picked ("segment":
+    # one frame from each of num_frames equal segments, SSv2; "dense": num_frames consecutive frames
+    # frame_stride apart, HMDB51), and the test views averaged per video (clips along time x spatial crops).
+    num_frames: int = 8
+    frame_sampling: Literal["segment", "dense"] = "dense"
+    frame_stride: int = 4
+    test_clips: int = 1
+    test_crops: int = 1
 
     def validate(self) -> str | None:
         if self.epochs < 1 or self.batch_size < 1 or self.eval_every < 1:
