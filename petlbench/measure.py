@@ -217,14 +217,16 @@ def efficiency_table(backbone: str = "vit_base_patch16_224", methods: list[str] 
     records = [{"method": r.method, "form": r.form, "params_trainable": r.params_trainable,
                 "params_paper": r.params_paper, "params_total": sum(p.numel() for p in r.model.parameters()),
                 "notes": "; ".join(r.notes)} for r in rows]
+    frames = getattr(rows[0].model, "num_frames", None)  # a video backbone takes (B, 3, T, H, W) clips
+    shape = (3, frames, img_size, img_size) if frames else (3, img_size, img_size)
     for i, r in enumerate(rows):
-        x = torch.randn(1, 3, img_size, img_size, device=dev, dtype=dt)
+        x = torch.randn(1, *shape, device=dev, dtype=dt)
         flops = count_flops(r.model, x)
         records[i]["gflops"] = flops / 1e9
         records[i]["gmacs"] = flops / 2e9
         progress("flops", i + 1, len(rows))
     for bs in batch_sizes:
-        x = torch.randn(bs, 3, img_size, img_size, device=dev, dtype=dt)
+        x = torch.randn(bs, *shape, device=dev, dtype=dt)
         for i, r in enumerate(rows):  # the memory pass is also the warm-up pass at this batch size
             records[i][f"peak_mem_mb_bs{bs}"] = peak_memory_bytes(r.model, x) / 2**20
             progress(f"memory + warm-up bs{bs}", i + 1, len(rows))

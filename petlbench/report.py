@@ -190,7 +190,39 @@ MINI_NOTES = [
 ]
 
 
-def suite_tables(frame, search: tuple[str, ...] = (), reference_dir: str | None = None) -> list[tuple[str, Table]]:
+VIDEO_BACKBONE = "videomae_vit_base_patch16_224"
+
+
+def _add_latency(table: Table, eff_csv: str) -> None:
+    """A latency column (batch 1) for the rows whose method the efficiency CSV has: the merged model where the
+    method merges (what ships), else the unmerged one."""
+    import pandas as pd
+
+    from .tables import Cell, Column
+
+    if not os.path.isfile(eff_csv):
+        table.notes.append(f"Latency: run `petlbench bench --backbone {VIDEO_BACKBONE} --cfg repadapter.dim=2` "
+                           "to add it (not measured yet).")
+        return
+    df = pd.read_csv(eff_csv)
+    if "latency_ms_bs1" not in df:
+        return
+    ms = {}
+    for r in df.to_dict("records"):
+        if r["form"] == "merged" or r["method"] not in ms:
+            ms[r["method"]] = r["latency_ms_bs1"]
+    table.columns.append(Column("latency", "Latency bs1 (ms)", "Efficiency", 0))
+    for row in table.rows:
+        # the bench builds each method with its defaults: VPT is deep there, RepAdapter both-sided
+        method = {"vpt_deep": "vpt"}.get(row.key, row.key) if row.source == "ours" else ""
+        if method in ms:
+            row.cells["latency"] = Cell(ms[method])
+    table.notes.append(f"Latency: one 8-frame clip, from {eff_csv} (merged model where the method merges; "
+                       "the machine is named there).")
+
+
+def suite_tables(frame, search: tuple[str, ...] = (), reference_dir: str | None = None,
+                 results_dir: str | None = None) -> list[tuple[str, Table]]:
     """(results subfolder, Table) for every benchmark in `frame`; VTAB-1k always (published rows alone when
     nothing is measured yet)."""
     from . import tables as T
@@ -210,6 +242,8 @@ def suite_tables(frame, search: tuple[str, ...] = (), reference_dir: str | None 
                             only_measured_datasets=b not in ("mini",))
         if b == "mini":
             t.notes = MINI_NOTES + t.notes
+        if b == "video" and results_dir:
+            _add_latency(t, os.path.join(results_dir, "efficiency", f"{VIDEO_BACKBONE}.csv"))
         out.append((b, t))
     return out
 
@@ -241,7 +275,7 @@ def write_tables(frame, results_dir: str, search: tuple[str, ...] = (), referenc
     from .tables import efficiency_table
 
     paths = []
-    for sub, table in suite_tables(frame, search, reference_dir):
+    for sub, table in suite_tables(frame, search, reference_dir, results_dir):
         if not only or sub in only:
             paths += write_table(table, os.path.join(results_dir, sub)).values()
     if only and "efficiency" not in only:

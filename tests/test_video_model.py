@@ -133,3 +133,21 @@ def test_a_short_training_run_lowers_the_loss():
     res = train(model, TensorBatches(videos, labels, 8, shuffle=True), [], epochs=6, lr=0.1, weight_decay=0.0,
                 optimizer="sgd", execution=Execution(device="cpu"), eval_every=1)
     assert res.history[-1]["loss"] < res.history[0]["loss"]
+
+
+def test_hmdb51_run_end_to_end(tmp_path):
+    """`petlbench run --task video/hmdb51` on generated videos in the official layout: decord in the loader,
+    the VideoMAE backbone with RepAdapter (hidden 2, the task default), multi-view test, one record."""
+    from test_video_data import make_hmdb_official
+
+    from petlbench.run import execute, resolve
+    from petlbench.store import ResultStore
+
+    make_hmdb_official(tmp_path)
+    spec = resolve("video/hmdb51", "repadapter", {"img_size": 32, "num_frames": 4, "epochs": 2, "eval_every": 1,
+                                                  "batch_size": 16, "test_clips": 2, "test_crops": 3, "lr": 0.01,
+                                                  "device": "cpu", "num_workers": 0})
+    rec = execute(spec, str(tmp_path), ResultStore(str(tmp_path / "store")), str(tmp_path / "out"))
+    assert rec["status"] == "ok" and rec["method_cfg"]["dim"] == 2 and rec["metrics"]["split"] == "test_split1"
+    assert len(rec["history"]) == 2 and 0.0 <= rec["value"] <= 100.0
+    assert rec["params"]["trainable"] == 12 * 2 * (768 * 2 + 2 + 768 + 768)  # ViT-B, RepAdapter hidden 2

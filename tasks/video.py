@@ -1,0 +1,224 @@
+"""Video action recognition (AdaptFormer, Chen et al. 2022, arXiv:2205.13535; RepAdapter follows it):
+Something-Something-v2 (174 classes) and HMDB51 (51 classes), VideoMAE ViT-B, clips decoded with decord
+(`petlbench.video_data.VideoDataset`; the runner picks it for benchmark "video" through `dataset` below).
+
+Layouts, under <data_root>; a split's list file wins over the official layout when both are there:
+
+    SSv2 (folder ssv2/, something-something-v2/ or 20bn-something-something-v2/):
+      official: labels/something-something-v2-labels.json       {"<template without brackets>": "<index>"}
+                labels/something-something-v2-{train,validation}.json   [{"id": "78687", "template": ...}, ...]
+                <id>.webm directly in the folder, or under videos/ or 20bn-something-something-v2/
+      lists:    train.csv, val.csv        "<path> <label>" (VideoMAE's), space- or comma-separated; paths
+                                          relative to the dataset folder, or absolute
+    HMDB51 (folder hmdb51/):
+      official: videos/<class>/<name>.avi (or <class>/ directly under hmdb51/); split files
+                splits/<class>_test_split<k>.txt (or testTrainMulti_7030_splits/, the archive's name), lines
+                "<name>.avi <id>": 1 = train, 2 = test, 0 = unused. Classes: the sorted class-folder names.
+      lists:    train_split<k>.csv, test_split<k>.csv   "<path> <label>", as for SSv2
+
+Splits: SSv2 "train", "val" (the official validation set, which the papers report as test: SSv2's test labels
+are not public); HMDB51 train_split1..3, test_split1..3, the protocol on split 1.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+
+from petlbench.data import DataError, Sample, first_dir
+from petlbench.task import TASKS, Protocol, Task
+
+SSV2_FOLDERS = ("ssv2", "something-something-v2", "20bn-something-something-v2")
+SSV2_VIDEO_DIRS = ("videos", "20bn-something-something-v2", "")
+SSV2_JSON = {"train": "something-something-v2-train.json", "val": "something-something-v2-validation.json"}
+HMDB_FOLDERS = ("hmdb51",)
+HMDB_SPLIT_DIRS = ("splits", "testTrainMulti_7030_splits")
+HMDB_SPLITS = tuple(f"{kind}_split{k}" for kind in ("train", "test") for k in (1, 2, 3))
+
+_LIST_LINE = re.compile(r"(.*[^\s,])[\s,]+([^\s,]+)")  # "<path><spaces or comma><label>"
+
+
+def read_video_list(list_path: str, folder: str, num_classes: int, check_files: bool = True) -> list[Sample]:
+    """Samples from "<path> <label>" lines, space- or comma-separated (the label is the last field, so paths
+    may hold spaces); paths relative to `folder`, or absolute. A malformed line, a label outside
+    [0, num_classes) or (with `check_files`) a missing video raises DataError naming the list file and line."""
+    samples = []
+    with open(list_path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            line = line.strip()
+            if not line:
+                continue
+            where = f"{list_path}:{lineno}"
+            m = _LIST_LINE.fullmatch(line)
+            if not m:
+                raise DataError(f"{where}: expected '<path> <label>', got {line!r}")
+            rel, label_text = m.groups()
+            try:
+                label = int(label_text)
+            except ValueError:
+                raise DataError(f"{where}: label {label_text!r} is not an integer") from None
+            if not 0 <= label < num_classes:
+                raise DataError(f"{where}: label {label} is outside 0..{num_classes - 1}")
+            path = os.path.join(folder, rel)
+            if check_files and not os.path.isfile(path):
+                raise DataError(f"{where}: video {path!r} does not exist")
+            samples.append(Sample(path, label, where))
+    if not samples:
+        raise DataError(f"list file {list_path!r} has no samples")
+    return samples
+
+
+def _load_json(path: str):
+    if not os.path.isfile(path):
+        raise DataError(f"{path!r} does not exist")
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except json.JSONDecodeError as e:
+        raise DataError(f"{path}:{e.lineno}: not valid JSON: {e.msg}") from None
+
+
+def ssv2_labels(path: str, num_classes: int) -> dict[str, int]:
+    """something-something-v2-labels.json: template (brackets removed) -> class index, checked to be exactly
+    0..num_classes-1."""
+    raw = _load_json(path)
+    if not isinstance(raw, dict):
+        raise DataError(f"{path}: expected an object {{template: index}}, got {type(raw).__name__}")
+    try:
+        labels = {k: int(v) for k, v in raw.items()}
+    except (TypeError, ValueError):
+        raise DataError(f"{path}: class indices must be integers") from None
+    if sorted(labels.values()) != list(range(num_classes)):
+        raise DataError(f"{path}: {len(labels)} classes with indices {min(labels.values(), default=None)}.."
+                        f"{max(labels.values(), default=None)}; SSv2 has {num_classes}, indexed 0..{num_classes - 1}")
+    return labels
+
+
+def _ssv2_video_dir(folder: str, first_id: str, where: str) -> str:
+    """The folder holding the <id>.webm files: the first of SSV2_VIDEO_DIRS where the first video exists."""
+    tried = [os.path.join(folder, d, f"{first_id}.webm") for d in SSV2_VIDEO_DIRS]
+    for path in tried:
+        if os.path.isfile(path):
+            return os.path.dirname(path)
+    raise DataError(f"{where}: video {first_id}.webm not found; tried {', '.join(map(repr, tried))}")
+
+
+def ssv2_samples(task: Task, data_root: str, split: str) -> list[Sample]:
+    folder = first_dir(data_root, SSV2_FOLDERS, f"task {task.name!r}", "dataset folder")
+    list_path = os.path.join(folder, f"{split}.csv")
+    if os.path.isfile(list_path):
+        return read_video_list(list_path, folder, task.num_classes)
+    labels_dir = os.path.join(folder, "labels")
+    if not os.path.isdir(labels_dir):
+        raise DataError(f"task {task.name!r}, split {split!r}: neither the list file {list_path!r} nor the "
+                        f"official annotation folder {labels_dir!r} exists")
+    labels = ssv2_labels(os.path.join(labels_dir, "something-something-v2-labels.json"), task.num_classes)
+    ann_path = os.path.join(labels_dir, SSV2_JSON[split])
+    entries = _load_json(ann_path)
+    if not isinstance(entries, list) or not entries:
+        raise DataError(f"{ann_path}: expected a non-empty list of {{\"id\", \"template\"}} entries")
+    samples, video_dir = [], None
+    for i, entry in enumerate(entries):
+        where = f"{ann_path}[{i}]"  # the JSON files are one line: the entry index locates it
+        if not isinstance(entry, dict) or "id" not in entry or "template" not in entry:
+            raise DataError(f"{where}: expected an object with 'id' and 'template', got {entry!r:.120}")
+        # The class is the template with its placeholders' brackets removed (VideoMAE, mmaction2 do the same).
+        template = str(entry["template"]).replace("[", "").replace("]", "")
+        if template not in labels:
+            raise DataError(f"{where}: template {template!r} is not a class in "
+                            f"{os.path.join(labels_dir, 'something-something-v2-labels.json')}")
+        video_dir = video_dir or _ssv2_video_dir(folder, str(entry["id"]), where)
+        path = os.path.join(video_dir, f"{entry['id']}.webm")
+        if not os.path.isfile(path):
+            raise DataError(f"{where}: video {path!r} does not exist")
+        samples.append(Sample(path, labels[template], where))
+    return samples
+
+
+def _hmdb_official(task: Task, folder: str, split: str) -> list[Sample]:
+    split_dir = next((os.path.join(folder, d) for d in HMDB_SPLIT_DIRS if os.path.isdir(os.path.join(folder, d))),
+                     None)
+    if split_dir is None:
+        tried = [os.path.join(folder, d) for d in HMDB_SPLIT_DIRS + (f"{split}.csv",)]
+        raise DataError(f"task {task.name!r}, split {split!r}: no split files; tried {', '.join(map(repr, tried))}")
+    video_root = os.path.join(folder, "videos")
+    if not os.path.isdir(video_root):
+        video_root = folder
+    skip = {os.path.basename(split_dir), "videos"}
+    classes = sorted(d for d in os.listdir(video_root) if os.path.isdir(os.path.join(video_root, d))
+                     and d not in skip and not d.startswith("."))
+    if len(classes) != task.num_classes:
+        raise DataError(f"{video_root}: {len(classes)} class folders; HMDB51 has {task.num_classes}")
+    kind, k = split.split("_split")
+    wanted = "1" if kind == "train" else "2"
+    samples = []
+    for label, c in enumerate(classes):
+        list_path = os.path.join(split_dir, f"{c}_test_split{k}.txt")
+        if not os.path.isfile(list_path):
+            raise DataError(f"split file {list_path!r} for class {c!r} does not exist")
+        with open(list_path, encoding="utf-8") as f:
+            for lineno, line in enumerate(f, 1):
+                parts = line.split()
+                if not parts:
+                    continue
+                where = f"{list_path}:{lineno}"
+                if len(parts) != 2 or parts[1] not in ("0", "1", "2"):
+                    raise DataError(f"{where}: expected '<name>.avi <0|1|2>', got {line.strip()!r}")
+                if parts[1] != wanted:
+                    continue
+                path = os.path.join(video_root, c, parts[0])
+                if not os.path.isfile(path):
+                    raise DataError(f"{where}: video {path!r} does not exist")
+                samples.append(Sample(path, label, where))
+    if not samples:
+        raise DataError(f"{split_dir}: no video is marked {wanted} ({kind}) in split {k}")
+    return samples
+
+
+def hmdb51_samples(task: Task, data_root: str, split: str) -> list[Sample]:
+    folder = first_dir(data_root, HMDB_FOLDERS, f"task {task.name!r}", "dataset folder")
+    list_path = os.path.join(folder, f"{split}.csv")
+    if os.path.isfile(list_path):
+        return read_video_list(list_path, folder, task.num_classes)
+    return _hmdb_official(task, folder, split)
+
+
+def dataset(task: Task, samples, protocol: Protocol, train: bool, on_bad: str = "fail"):
+    """The VideoDataset of a video task's split. SSv2 is never flipped: its classes name directions
+    ("Pushing something from left to right"), which a flip would turn into another class."""
+    from petlbench.video_data import VideoDataset
+
+    return VideoDataset(samples, protocol, train, on_bad, flip=task.name != "video/ssv2")
+
+
+# AdaptFormer's video fine-tuning (its VideoMAE-based scripts; ../shared/reference/repadapter_protocol.md):
+# VideoMAE ViT-B (K400 self-supervised), 8 frames, SGD momentum 0.9, lr 0.1, wd 0, 90 epochs.
+VIDEO_PROTOCOL = dict(
+    backbone="videomae_vit_base_patch16_224",
+    weights="",  # the user passes the VideoMAE checkpoint file (weights=/path/checkpoint.pth)
+    optimizer="sgd", lr=0.1, momentum=0.9, weight_decay=0.0, epochs=90,
+    warmup_epochs=0,  # the published recipe's warm-up is not stated in ../shared/reference
+    batch_size=64, num_frames=8, drop_path=0.0, normalize="imagenet", eval_every=5, img_size=224,
+    interpolation="bilinear",  # VideoMAE's video_transforms resize clips bilinearly
+    randaugment="", mixup=0.0, cutmix=0.0,
+)
+
+TASKS.add(Task(
+    name="video/ssv2", benchmark="video", num_classes=174, splits=("train", "val"), samples_fn=ssv2_samples,
+    # The official validation set is the papers' test set; "clean" selection has nothing else labelled to
+    # select on, so it selects on the same set (the record names the selection mode).
+    protocol=Protocol(**VIDEO_PROTOCOL, frame_sampling="segment", test_clips=2, test_crops=3,
+                      train_split="train", clean_train_split="train", val_split="val", test_split="val"),
+    method_defaults={"repadapter": {"dim": 2}},  # RepAdapter's hidden size for video
+    summary="Something-Something-v2 (174 classes): 168,913 train / 24,777 validation videos; 8 frames by "
+            "segment sampling, test 2 clips x 3 crops; top-1",
+))
+TASKS.add(Task(
+    name="video/hmdb51", benchmark="video", num_classes=51, splits=HMDB_SPLITS, samples_fn=hmdb51_samples,
+    protocol=Protocol(**VIDEO_PROTOCOL, frame_sampling="dense", frame_stride=4, test_clips=4, test_crops=3,
+                      train_split="train_split1", clean_train_split="train_split1", val_split="test_split1",
+                      test_split="test_split1"),
+    method_defaults={"repadapter": {"dim": 2}},
+    summary="HMDB51 (51 classes), official split 1 of 3 (3,570 train / 1,530 test videos); 8 frames at "
+            "stride 4, test 4 clips x 3 crops; top-1",
+))
