@@ -226,7 +226,14 @@ def load_split(task: Task, root: str, split: str, p: Protocol, ex: Execution, tr
     if task.benchmark == "video":  # clips decoded per epoch by decord in the loader's workers
         from .tasks.video import dataset as video_dataset
 
-        ds = video_dataset(task, samples, p, train_mode, ex.on_bad_image)
+        # every path checked before any decoding: fail naming the list line, or skip and record (on_bad_image)
+        missing = [s for s in samples if not os.path.isfile(s.path)]
+        if missing and ex.on_bad_image == "fail":
+            more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+            raise DataError(f"{missing[0].path} ({missing[0].source}): file does not exist{more}; "
+                            "on_bad_image=skip skips and records missing videos")
+        ds = video_dataset(task, [s for s in samples if os.path.isfile(s.path)], p, train_mode, ex.on_bad_image)
+        ds.bad.items.extend((s.path, "file does not exist") for s in missing)
         return LoaderBatches(ds, bs // world if train_mode else ex.eval_batch_size, train_mode, _workers(ex),
                              p.seed), ds.bad
     if train_mode and augmented(p):

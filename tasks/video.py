@@ -16,6 +16,9 @@ Layouts, under <data_root>; a split's list file wins over the official layout wh
                 "<name>.avi <id>": 1 = train, 2 = test, 0 = unused. Classes: the sorted class-folder names.
       lists:    train_split<k>.csv, test_split<k>.csv   "<path> <label>", as for SSv2
 
+Missing videos are not checked here: the runner checks every path of a split before decoding, and fails naming
+the list line, or with on_bad_image=skip drops and records them (`run.load_split`).
+
 Splits: SSv2 "train", "val" (the official validation set, which the papers report as test: SSv2's test labels
 are not public); HMDB51 train_split1..3, test_split1..3, the protocol on split 1.
 """
@@ -38,7 +41,7 @@ HMDB_SPLITS = tuple(f"{kind}_split{k}" for kind in ("train", "test") for k in (1
 _LIST_LINE = re.compile(r"(.*[^\s,])[\s,]+([^\s,]+)")  # "<path><spaces or comma><label>"
 
 
-def read_video_list(list_path: str, folder: str, num_classes: int, check_files: bool = True) -> list[Sample]:
+def read_video_list(list_path: str, folder: str, num_classes: int, check_files: bool = False) -> list[Sample]:
     """Samples from "<path> <label>" lines, space- or comma-separated (the label is the last field, so paths
     may hold spaces); paths relative to `folder`, or absolute. A malformed line, a label outside
     [0, num_classes) or (with `check_files`) a missing video raises DataError naming the list file and line."""
@@ -129,8 +132,6 @@ def ssv2_samples(task: Task, data_root: str, split: str) -> list[Sample]:
                             f"{os.path.join(labels_dir, 'something-something-v2-labels.json')}")
         video_dir = video_dir or _ssv2_video_dir(folder, str(entry["id"]), where)
         path = os.path.join(video_dir, f"{entry['id']}.webm")
-        if not os.path.isfile(path):
-            raise DataError(f"{where}: video {path!r} does not exist")
         samples.append(Sample(path, labels[template], where))
     return samples
 
@@ -167,8 +168,6 @@ def _hmdb_official(task: Task, folder: str, split: str) -> list[Sample]:
                 if parts[1] != wanted:
                     continue
                 path = os.path.join(video_root, c, parts[0])
-                if not os.path.isfile(path):
-                    raise DataError(f"{where}: video {path!r} does not exist")
                 samples.append(Sample(path, label, where))
     if not samples:
         raise DataError(f"{split_dir}: no video is marked {wanted} ({kind}) in split {k}")

@@ -113,8 +113,8 @@ def test_video_list_errors_name_file_and_line(tmp_path):
            "a.webm 1\nb.webm 2\n": r"2: video .*b\.webm.* does not exist"}
     for text, msg in bad.items():
         (tmp_path / "l.csv").write_text(text)
-        with pytest.raises(DataError, match=rf"l\.csv:{msg}"):
-            read_video_list(str(tmp_path / "l.csv"), str(tmp_path), 174)
+        with pytest.raises(DataError, match=rf"l\.csv:{msg}"):  # check_files: as the runner checks them
+            read_video_list(str(tmp_path / "l.csv"), str(tmp_path), 174, check_files=True)
 
 
 # --- HMDB51 -------------------------------------------------------------------------------------------------

@@ -151,3 +151,25 @@ def test_hmdb51_run_end_to_end(tmp_path):
     assert rec["status"] == "ok" and rec["method_cfg"]["dim"] == 2 and rec["metrics"]["split"] == "test_split1"
     assert len(rec["history"]) == 2 and 0.0 <= rec["value"] <= 100.0
     assert rec["params"]["trainable"] == 12 * 2 * (768 * 2 + 2 + 768 + 768)  # ViT-B, RepAdapter hidden 2
+
+
+def test_missing_video_fails_naming_the_list_line_or_is_skipped_and_recorded(tmp_path):
+    import os
+
+    from test_video_data import make_hmdb_official
+
+    from petlbench.data import DataError
+    from petlbench.run import execute, resolve
+    from petlbench.store import ResultStore
+
+    root = make_hmdb_official(tmp_path)
+    gone = os.path.join(root, "catch", "catch_2.avi")  # split 1: video 2 of each class is a training video
+    os.unlink(gone)
+    over = {"img_size": 32, "num_frames": 4, "epochs": 1, "batch_size": 16, "test_clips": 1, "test_crops": 1,
+            "device": "cpu", "num_workers": 0}
+    with pytest.raises(DataError, match=r"catch_2\.avi \(.*catch_test_split1\.txt:3\): file does not exist"):
+        execute(resolve("video/hmdb51", "linear", over), str(tmp_path), ResultStore(str(tmp_path / "s")),
+                str(tmp_path / "o"))
+    rec = execute(resolve("video/hmdb51", "linear", {**over, "on_bad_image": "skip"}), str(tmp_path),
+                  ResultStore(str(tmp_path / "s")), str(tmp_path / "o"))
+    assert rec["status"] == "ok" and rec["skipped_images"]["train"] == 1 and gone in rec["skipped_images"]["paths"]
