@@ -232,8 +232,11 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             "timeout_min": args.timeout_min, "wait": args.wait}
     opts = {k: v for k, v in opts.items() if v is not None}
     try:
+        from .config import parse_overrides
+
         summary = run_sweep(args.file, args.data_root, args.store, args.out, retry_failed=args.retry_failed,
                             executor=args.executor, executor_options=opts,
+                            extra=parse_overrides(args.set, where="--set"),
                             progress=lambda stage, d, t: bar(stage, d, t),
                             on_line=lambda line: print(line, file=sys.stderr))
     finally:
@@ -387,6 +390,8 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("file", help="sweep YAML, e.g. scripts/sweeps/vtab1k.yaml")
     sw.add_argument("--data-root", default=None, help="folder holding the dataset folders (mini: generated)")
     sw.add_argument("--retry-failed", action="store_true", help="rerun runs recorded as failed")
+    sw.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="an override on top of the file's (repeatable), e.g. --set weights=/ckpt/videomae.pth")
     sw.add_argument("--executor", choices=["inline", "local", "slurm"], default="inline",
                     help="inline: one run after another here (default); local: submitit processes on this "
                          "machine; slurm: a submitit job array, one GPU per run")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from dataclasses import dataclass, field
 from typing import Callable, Literal, Sequence
 
@@ -48,13 +49,17 @@ def first_dir(data_root: str, candidates: tuple[str, ...], what: str, kind: str 
     raise DataError(f"{what}: no {kind} under {data_root!r}; tried {', '.join(map(repr, tried))}")
 
 
+_COMMA_LINE = re.compile(r"(.*[^\s,])[\s,]+([^\s,]+)")  # "<path><spaces or a comma><label>"
+
+
 def read_list_file(list_path: str, image_root: str, num_classes: int | None = None,
-                   check_files: bool = True) -> list[Sample]:
+                   check_files: bool = True, commas: bool = False, what: str = "image") -> list[Sample]:
     """Samples from a list file of "<path relative to image_root> <integer label>" lines.
 
-    The last whitespace-separated field is the label, so paths may contain spaces. Empty lines are skipped.
-    A malformed line, a label outside [0, num_classes) or (with `check_files`) a missing image raises
-    DataError naming the list file and line number."""
+    The last whitespace-separated field is the label, so paths may contain spaces; `commas`: a comma may separate
+    them too (VideoMAE's csv lists). Absolute paths stay as they are. Empty lines are skipped. A malformed line,
+    a label outside [0, num_classes) or (with `check_files`) a missing file raises DataError naming the list
+    file and line number."""
     if not os.path.isfile(list_path):
         raise DataError(f"list file {list_path!r} does not exist")
     samples: list[Sample] = []
@@ -64,9 +69,10 @@ def read_list_file(list_path: str, image_root: str, num_classes: int | None = No
             if not line:
                 continue
             where = f"{list_path}:{lineno}"
-            parts = line.rsplit(maxsplit=1)
+            m = _COMMA_LINE.fullmatch(line) if commas else None
+            parts = list(m.groups()) if m else ([] if commas else line.rsplit(maxsplit=1))
             if len(parts) != 2:
-                raise DataError(f"{where}: expected '<relative path> <label>', got {line!r}")
+                raise DataError(f"{where}: expected '<{'' if commas else 'relative '}path> <label>', got {line!r}")
             rel, label_text = parts
             try:
                 label = int(label_text)
@@ -76,7 +82,7 @@ def read_list_file(list_path: str, image_root: str, num_classes: int | None = No
                 raise DataError(f"{where}: label {label} is outside 0..{(num_classes or 1) - 1}")
             path = os.path.join(image_root, rel)
             if check_files and not os.path.isfile(path):
-                raise DataError(f"{where}: image {path!r} does not exist")
+                raise DataError(f"{where}: {what} {path!r} does not exist")
             samples.append(Sample(path, label, where))
     if not samples:
         raise DataError(f"list file {list_path!r} has no samples")

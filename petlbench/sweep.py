@@ -204,12 +204,15 @@ def run_one(task: str, method: str, overrides: dict[str, Any], data_root: str, s
 def run_sweep(path: str, data_root: str | None, store_root: str, out_dir: str, *, retry_failed: bool = False,
               executor: str = "inline", executor_options: dict[str, Any] | None = None,
               progress: Callable[[str, int, int], None] | None = None,
-              on_line: Callable[[str], None] | None = None) -> SweepSummary:
+              on_line: Callable[[str], None] | None = None, extra: dict[str, Any] | None = None) -> SweepSummary:
     """Expand `path` and run what the store lacks. executor: "inline" (this process, one run after another),
     "local" (submitit processes on this machine), "slurm" (a submitit job array; returns after submitting
     unless executor_options["wait"])."""
     say = on_line or (lambda line: None)
-    runs = expand(load_sweep(path), path)
+    spec = load_sweep(path)
+    if extra:  # `petlbench sweep --set KEY=VALUE`: on top of the file's overrides (e.g. a checkpoint path)
+        spec["overrides"] = {**(spec.get("overrides") or {}), **extra}
+    runs = expand(spec, path)
     summary = SweepSummary(planned=len(runs))
     store = ResultStore(store_root)
     absent: dict[str, str | None] = {}

@@ -3,29 +3,34 @@
 #
 #   scripts/run_all.sh                               no data root: the offline mini-benchmark (same as --mini)
 #   scripts/run_all.sh --mini                        the offline mini-benchmark, then all tables and plots
-#   scripts/run_all.sh --data-root /data [--results results] [--executor local|slurm] [--partition P]
+#   scripts/run_all.sh --data-root /data [--results results] [--videomae-weights FILE] [--executor local|slurm]
 #
 # With a data root, in order: efficiency (petlbench bench, skipped when its CSV exists), VTAB-1k, few-shot,
 # domain generalization (scripts/sweeps/*.yaml via petlbench sweep; a task whose data is absent is skipped
-# with one line), video and segmentation when those tasks exist, then `petlbench table` and `petlbench plot`.
+# with one line), video (given the VideoMAE checkpoint), segmentation once it exists, then `petlbench table`
+# and `petlbench plot`.
 # Killed at any point, the same command finishes the job. Exit status 1 when a run failed (it is recorded,
 # with its reason, and the tables are still written).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-DATA_ROOT="" RESULTS="results" MINI=0 SWEEP_ARGS=()
+DATA_ROOT="" RESULTS="results" MINI=0 SWEEP_ARGS=() VIDEOMAE=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --mini) MINI=1; shift ;;
     --data-root) DATA_ROOT="$2"; shift 2 ;;
     --results) RESULTS="$2"; shift 2 ;;
+    --videomae-weights) VIDEOMAE="$2"; shift 2 ;;
     --executor|--partition|--gpus|--parallel|--timeout-min) SWEEP_ARGS+=("$1" "$2"); shift 2 ;;
-    -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
     *) echo "run_all.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
   esac
 done
 if [ -n "$DATA_ROOT" ] && [ ! -d "$DATA_ROOT" ]; then
   echo "run_all.sh: --data-root '$DATA_ROOT' is not a folder" >&2; exit 2
+fi
+if [ -n "$VIDEOMAE" ] && [ ! -f "$VIDEOMAE" ]; then
+  echo "run_all.sh: --videomae-weights '$VIDEOMAE' is not a file" >&2; exit 2
 fi
 
 bash scripts/setup.sh
@@ -52,15 +57,20 @@ else
     "$PB" sweep "scripts/sweeps/$sweep.yaml" --data-root "$DATA_ROOT" --store "$STORE" --out "$OUT" --quiet \
       "${SWEEP_ARGS[@]}" || STATUS=1
   done
-  for bench in video seg; do
-    if "$PB" tasks --benchmark "$bench" >/dev/null 2>&1 && [ -f "scripts/sweeps/$bench.yaml" ]; then
-      step "$bench"
-      "$PB" sweep "scripts/sweeps/$bench.yaml" --data-root "$DATA_ROOT" --store "$STORE" --out "$OUT" --quiet \
-        "${SWEEP_ARGS[@]}" || STATUS=1
-    else
-      echo "$bench: skipped (no $bench tasks in this version of petlbench)"
-    fi
-  done
+  step video
+  if [ -n "$VIDEOMAE" ]; then
+    "$PB" sweep scripts/sweeps/video.yaml --data-root "$DATA_ROOT" --store "$STORE" --out "$OUT" --quiet \
+      --set "weights=$VIDEOMAE" "${SWEEP_ARGS[@]}" || STATUS=1
+  else
+    echo "video: skipped (give --videomae-weights FILE, the VideoMAE ViT-B K400 checkpoint the protocol starts from)"
+  fi
+  if "$PB" tasks --benchmark seg >/dev/null 2>&1 && [ -f scripts/sweeps/seg.yaml ]; then
+    step seg
+    "$PB" sweep scripts/sweeps/seg.yaml --data-root "$DATA_ROOT" --store "$STORE" --out "$OUT" --quiet \
+      "${SWEEP_ARGS[@]}" || STATUS=1
+  else
+    echo "seg: skipped (no segmentation tasks in this version of petlbench)"
+  fi
 fi
 step "tables and plots"
 "$PB" table --store "$STORE" --results "$RESULTS"

@@ -26,9 +26,8 @@ from __future__ import annotations
 
 import json
 import os
-import re
 
-from petlbench.data import DataError, Sample, first_dir
+from petlbench.data import DataError, Sample, first_dir, read_list_file
 from petlbench.task import TASKS, Protocol, Task
 
 SSV2_FOLDERS = ("ssv2", "something-something-v2", "20bn-something-something-v2")
@@ -38,37 +37,11 @@ HMDB_FOLDERS = ("hmdb51",)
 HMDB_SPLIT_DIRS = ("splits", "testTrainMulti_7030_splits")
 HMDB_SPLITS = tuple(f"{kind}_split{k}" for kind in ("train", "test") for k in (1, 2, 3))
 
-_LIST_LINE = re.compile(r"(.*[^\s,])[\s,]+([^\s,]+)")  # "<path><spaces or comma><label>"
-
-
 def read_video_list(list_path: str, folder: str, num_classes: int, check_files: bool = False) -> list[Sample]:
-    """Samples from "<path> <label>" lines, space- or comma-separated (the label is the last field, so paths
-    may hold spaces); paths relative to `folder`, or absolute. A malformed line, a label outside
+    """Samples from "<path> <label>" lines, space- or comma-separated (VideoMAE's csv lists; the label is the last
+    field, so paths may hold spaces); paths relative to `folder`, or absolute. A malformed line, a label outside
     [0, num_classes) or (with `check_files`) a missing video raises DataError naming the list file and line."""
-    samples = []
-    with open(list_path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            line = line.strip()
-            if not line:
-                continue
-            where = f"{list_path}:{lineno}"
-            m = _LIST_LINE.fullmatch(line)
-            if not m:
-                raise DataError(f"{where}: expected '<path> <label>', got {line!r}")
-            rel, label_text = m.groups()
-            try:
-                label = int(label_text)
-            except ValueError:
-                raise DataError(f"{where}: label {label_text!r} is not an integer") from None
-            if not 0 <= label < num_classes:
-                raise DataError(f"{where}: label {label} is outside 0..{num_classes - 1}")
-            path = os.path.join(folder, rel)
-            if check_files and not os.path.isfile(path):
-                raise DataError(f"{where}: video {path!r} does not exist")
-            samples.append(Sample(path, label, where))
-    if not samples:
-        raise DataError(f"list file {list_path!r} has no samples")
-    return samples
+    return read_list_file(list_path, folder, num_classes, check_files=check_files, commas=True, what="video")
 
 
 def _load_json(path: str):

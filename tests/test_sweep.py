@@ -144,3 +144,11 @@ def test_submitit_local_executor(root, tmp_path):
                       executor_options={"folder": str(tmp_path / "jobs" / "%j")})
     assert again.already_done == 2 and not again.submitted
     json.dumps(s.lines())
+
+
+def test_set_overrides_apply_on_top_of_the_file(root, tmp_path):
+    path = _file(tmp_path, "tasks: [mini/clevr_count]\nmethods: [linear]\n" + QUICK)
+    s = run_sweep(path, root, str(tmp_path / "s"), str(tmp_path / "o"), extra={"epochs": 1})
+    assert s.ran == 1
+    (rec,) = _records(str(tmp_path / "s"))
+    assert rec["protocol"]["epochs"] == 1 and len(rec["history"]) == 1
