@@ -2,9 +2,10 @@
 VideoMAE / AdaptFormer fine-tuning code does.
 
 `sample_indices` picks the frames of one clip; `VideoDataset` decodes them and returns uint8 tensors: one
-(3, T, S, S) clip for training, or all test views (V, 3, T, S, S), V = test_clips x test_crops, whose logits the
-evaluation averages per video. Bad input (a missing file, a file that does not decode, too few frames) fails
-naming the path and its list file:line, or is skipped exactly like `petlbench.data.ImageDataset` items.
+(3, T, S, S) clip for training, or all test views (V, 3, T, S, S), V = test_clips x test_crops, whose softmax
+scores the evaluation averages per video. Bad input (a missing file, a file that does not decode, too few
+frames) fails naming the path and its list file:line, or is skipped exactly like `petlbench.data.ImageDataset`
+items (the runner checks missing files for a whole split first).
 """
 from __future__ import annotations
 
