@@ -227,12 +227,14 @@ def load_split(task: Task, root: str, split: str, p: Protocol, ex: Execution, tr
         from .tasks.video import dataset as video_dataset
 
         # every path checked before any decoding: fail naming the list line, or skip and record (on_bad_image)
-        missing = [s for s in samples if not os.path.isfile(s.path)]
+        exists = [os.path.isfile(s.path) for s in samples]
+        present = [s for s, ok in zip(samples, exists) if ok]
+        missing = [s for s, ok in zip(samples, exists) if not ok]
         if missing and ex.on_bad_image == "fail":
             more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
             raise DataError(f"{missing[0].path} ({missing[0].source}): file does not exist{more}; "
                             "on_bad_image=skip skips and records missing videos")
-        ds = video_dataset(task, [s for s in samples if os.path.isfile(s.path)], p, train_mode, ex.on_bad_image)
+        ds = video_dataset(task, present, p, train_mode, ex.on_bad_image)
         ds.bad.items.extend((s.path, "file does not exist") for s in missing)
         return LoaderBatches(ds, bs // world if train_mode else ex.eval_batch_size, train_mode, _workers(ex),
                              p.seed), ds.bad
@@ -340,19 +342,14 @@ def execute(spec: RunSpec, data_root: str, store: ResultStore, out_dir: str, for
         os.makedirs(run_dir, exist_ok=True)
     stem = os.path.join(run_dir, f"{task.name.split('/', 1)[1]}_{spec.method.name}_{chash}")
     record: dict[str, Any] = {
-        "config_hash": chash, "benchmark": task.benchmark, "task": task.name, "group": task.group,
-        "method": spec.method.name, "method_cfg": dataclasses.asdict(spec.method.cfg),
-        "protocol": dataclasses.asdict(p),
-        "variant": variant_of_spec(task.name, spec.method.name, dataclasses.asdict(spec.method.cfg),
-                                   dataclasses.asdict(p)), "execution": dataclasses.asdict(ex), "seed": p.seed,
+        **base_record(spec),
         "selection": ("clean: epoch selected on " + p.val_split + ", test evaluated once") if clean else
                      ("reproduction: best of the periodic test evaluations (every "
                       f"{p.eval_every} epochs), as the published VTAB-1k tables"),
         "params": {"trainable": count_trainable(model, include_head=False), "paper": count_paper(model),
                    "head": count_trainable(model) - count_trainable(model, include_head=False),
                    "backbone_total": sum(q.numel() for q in model.parameters())},
-        "versions": versions(), "device": str(device), "world_size": distributed.world_size(),
-        "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "device": str(device), "world_size": distributed.world_size(),
     }
     t0 = time.perf_counter()
     try:
@@ -405,19 +402,23 @@ def execute(spec: RunSpec, data_root: str, store: ResultStore, out_dir: str, for
     return distributed.broadcast_object(record)
 
 
+def base_record(spec: RunSpec) -> dict[str, Any]:
+    """What every record of `spec` starts with, finished or failed: identity (hash, task, method, config,
+    protocol, variant label), execution options, versions and start time."""
+    cfg, proto = dataclasses.asdict(spec.method.cfg), dataclasses.asdict(spec.protocol)
+    return {"config_hash": spec.config_hash, "benchmark": spec.task.benchmark, "task": spec.task.name,
+            "group": spec.task.group, "method": spec.method.name, "method_cfg": cfg, "protocol": proto,
+            "variant": variant_of_spec(spec.task.name, spec.method.name, cfg, proto),
+            "execution": dataclasses.asdict(spec.execution), "seed": spec.protocol.seed, "versions": versions(),
+            "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+
+
 def record_failure(spec: RunSpec, store: ResultStore, exc: BaseException) -> dict[str, Any]:
     """Record a run that failed before training could start (a bad image list, absent weights, ...) with its
     reason, so a sweep's summary and tables can say what failed and why. Training failures are recorded by
     `execute` itself, with the run's details."""
-    record = {"config_hash": spec.config_hash, "benchmark": spec.task.benchmark, "task": spec.task.name,
-              "group": spec.task.group, "method": spec.method.name,
-              "method_cfg": dataclasses.asdict(spec.method.cfg), "protocol": dataclasses.asdict(spec.protocol),
-              "variant": variant_of_spec(spec.task.name, spec.method.name, dataclasses.asdict(spec.method.cfg),
-                                         dataclasses.asdict(spec.protocol)),
-              "execution": dataclasses.asdict(spec.execution), "seed": spec.protocol.seed, "status": "failed",
-              "reason": f"{type(exc).__name__}: {exc}", "versions": versions(),
-              "traceback": "".join(traceback.format_exception(type(exc), exc, exc.__traceback__, limit=5)),
-              "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+    record = {**base_record(spec), "status": "failed", "reason": f"{type(exc).__name__}: {exc}",
+              "traceback": "".join(traceback.format_exception(type(exc), exc, exc.__traceback__, limit=5))}
     if distributed.is_main():
         store.append(record)
     return record

@@ -40,6 +40,8 @@ class PlannedRun:
     task: str
     method: str
     overrides: dict[str, Any]
+    benchmark: str = ""  # the resolved run's, for finding its record without resolving it again
+    config_hash: str = ""
 
     def describe(self) -> str:
         opts = " ".join(f"{k}={v}" for k, v in sorted(self.overrides.items()) if k not in ("train_split",
@@ -149,10 +151,10 @@ def expand(spec: dict[str, Any], path: str = "<sweep>") -> list[PlannedRun]:
                     split = fewshot_split(int(shot), int(seed if seed is not None else 0))
                     over.update(train_split=split, clean_train_split=split)
                 try:
-                    resolve(task, method, over)
+                    resolved = resolve(task, method, over)
                 except PETLBenchError as e:
                     raise ConfigError(f"sweep file {path}: {task} {method}: {e}") from None
-                runs.append(PlannedRun(task, method, over))
+                runs.append(PlannedRun(task, method, over, resolved.task.benchmark, resolved.config_hash))
     return runs
 
 
@@ -209,19 +211,16 @@ def run_sweep(path: str, data_root: str | None, store_root: str, out_dir: str, *
     "local" (submitit processes on this machine), "slurm" (a submitit job array; returns after submitting
     unless executor_options["wait"])."""
     say = on_line or (lambda line: None)
-    spec = load_sweep(path)
+    sweep = load_sweep(path)
     if extra:  # `petlbench sweep --set KEY=VALUE`: on top of the file's overrides (e.g. a checkpoint path)
-        spec["overrides"] = {**(spec.get("overrides") or {}), **extra}
-    runs = expand(spec, path)
+        sweep["overrides"] = {**(sweep.get("overrides") or {}), **extra}
+    runs = expand(sweep, path)
     summary = SweepSummary(planned=len(runs))
     store = ResultStore(store_root)
     absent: dict[str, str | None] = {}
     pending: list[PlannedRun] = []
-    from .run import resolve
-
     for r in runs:
-        spec = resolve(r.task, r.method, r.overrides)
-        done = store.get(spec.task.benchmark, spec.config_hash)
+        done = store.get(r.benchmark, r.config_hash)
         if done is not None and done.get("status") == "ok":
             summary.already_done += 1
             continue

@@ -50,29 +50,26 @@ def many(n: int, seed: int = 0):
     rng = random.Random(seed)
     vtab = [t for t in TASKS.names() if t.startswith("vtab/")]
     fewshot = [t for t in TASKS.names() if t.startswith("fewshot/")]
-    count, seen = 0, set()
     configs = [("repadapter", {}), ("lora", {}), ("adapter", {}), ("vpt", {}), ("bitfit", {}), ("ssf", {}),
                ("full", {}), ("linear", {})]
     configs += [("repadapter", {"scale": s}) for s in (0.1, 0.5, 1.0, 5.0, 10.0)]
     configs += [("lora", {"rank": r}) for r in (1, 2, 4, 16, 32)]
-    for s in range(1000):
-        for method, over in configs:
-            for t in fewshot:
-                for shot in (1, 2, 4, 8, 16):
-                    if count >= n:
-                        return
-                    split = f"train_shot{shot}_seed{s % 3}"
-                    rec = record(t, method, rng.uniform(20, 90), {**over, "seed": s, "train_split": split,
-                                                                  "clean_train_split": split})
-                    if rec["config_hash"] not in seen:
-                        seen.add(rec["config_hash"])
-                        count += 1
-                        yield rec
-            for t in vtab:
-                if count >= n:
-                    return
-                rec = record(t, method, rng.uniform(20, 95), {**over, "seed": s})
-                if rec["config_hash"] not in seen:  # a searched scale equal to the task's default is the default run
-                    seen.add(rec["config_hash"])
-                    count += 1
-                    yield rec
+
+    def candidates():
+        for s in range(1000):
+            for method, over in configs:
+                for t in fewshot:
+                    for shot in (1, 2, 4, 8, 16):
+                        split = f"train_shot{shot}_seed{s % 3}"
+                        yield record(t, method, rng.uniform(20, 90), {**over, "seed": s, "train_split": split,
+                                                                      "clean_train_split": split})
+                for t in vtab:
+                    yield record(t, method, rng.uniform(20, 95), {**over, "seed": s})
+
+    seen: set[str] = set()
+    for rec in candidates():
+        if len(seen) >= n:
+            return
+        if rec["config_hash"] not in seen:  # a searched scale equal to the task's default is the default run
+            seen.add(rec["config_hash"])
+            yield rec
