@@ -31,6 +31,7 @@ from typing import Literal
 import torch
 import torch.nn as nn
 
+from petlbench.backbones import head_parameters
 from petlbench.folding import fold_input_affine
 from petlbench.method import PETLMethod, Wrapper, register_method
 from petlbench.sites import Site, channels_first
@@ -46,6 +47,9 @@ class RepAdapterConfig:
     # ConvNeXt only: the adapter before the depthwise conv; "dense" as published (does not merge), or
     # "channel": a per-channel scale that merges exactly
     dw_adapter: Literal["dense", "channel"] = "dense"
+    # Also train every bias of the backbone (each module's own `bias` parameter: Linear, conv, LayerNorm), as
+    # the paper does for ADE20K segmentation; biases stay in place when merging, so the model still merges.
+    train_bias: bool = False
 
     def validate(self) -> str | None:
         if self.dim < 1 or self.groups < 1:
@@ -142,7 +146,21 @@ class RepAdapter(PETLMethod):
                     "absorb; use dw_adapter=channel (per-channel, merges exactly) or where=mlp")
         return None
 
+    def mark_trainable(self, model: nn.Module) -> None:
+        super().mark_trainable(model)
+        if self.cfg.train_bias:
+            for mod in model.modules():
+                bias = mod._parameters.get("bias")
+                if bias is not None:
+                    bias.requires_grad_(True)
+
     def paper_count(self, model: nn.Module, trainable: int) -> int:
-        """The paper counts adapter weights only (0.22M on ViT-B/16)."""
-        biases = sum(m.down.bias.numel() + m.up_bias.numel() for m in model.modules() if isinstance(m, RepAdapterLinear))
+        """The paper counts adapter weights only (0.22M on ViT-B/16), neither adapter nor backbone biases."""
+        adapters = [m for m in model.modules() if isinstance(m, RepAdapterLinear)]
+        biases = sum(m.down.bias.numel() + m.up_bias.numel() for m in adapters)
+        if self.cfg.train_bias:
+            own = {id(p) for m in adapters for p in (m.down.bias, m.up_bias)}
+            own |= {id(p) for p in head_parameters(model)}  # the head is counted apart
+            biases += sum(p.numel() for m in model.modules() for n, p in m._parameters.items()
+                          if n == "bias" and p is not None and p.requires_grad and id(p) not in own)
         return trainable - biases

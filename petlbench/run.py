@@ -39,8 +39,8 @@ log = logging.getLogger(__name__)
 # Protocol fields added after records were first written, with their defaults: hashed only when set otherwise,
 # so every existing record keeps its config hash (and is still found, not rerun).
 HASHED_WHEN_SET = {"protocol": {"head_init": "random", "num_frames": 8, "frame_sampling": "dense", "frame_stride": 4,
-                                 "test_clips": 1, "test_crops": 1},
-                   "method_cfg": {"dw_adapter": "dense"}}
+                                 "test_clips": 1, "test_crops": 1, "seg_config": "", "max_iters": 0},
+                   "method_cfg": {"dw_adapter": "dense", "train_bias": False}}
 
 
 @dataclass
@@ -315,6 +315,8 @@ def execute(spec: RunSpec, data_root: str, store: ResultStore, out_dir: str, for
     main process (rank 0) writes files (store record, tuned weights, log, resume state) and reports progress,
     and every process returns the main process's record (with "world_size")."""
     task, p, ex = spec.task, spec.protocol, spec.execution
+    if task.runner is not None:
+        return task.runner(spec, data_root, store, out_dir, force=force, progress=progress)
     if task.eval_only:
         raise PETLBenchError(f"task {task.name!r} is evaluation-only (a target set); train its source task")
     device = resolve_device(ex.device)

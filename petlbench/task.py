@@ -61,6 +61,10 @@ class Protocol:
     frame_stride: int = 4
     test_clips: int = 1
     test_crops: int = 1
+    # Segmentation (tasks/segmentation): the mmengine config file (a shipped name or a path), and the length of
+    # training in iterations (eval_every then counts iterations between validations, not epochs).
+    seg_config: str = ""
+    max_iters: int = 0
 
     def validate(self) -> str | None:
         if self.epochs < 1 or self.batch_size < 1 or self.eval_every < 1:
@@ -89,6 +93,9 @@ class Task:
     eval_targets: tuple[str, ...] = ()  # eval-only tasks scored with this task's trained model, where present
     on_bad_default: OnBad = "fail"
     classnames: tuple[str, ...] = ()  # for a zero-shot head ("a photo of a {}."); empty when not known
+    # A task family with its own training loop (segmentation: mmengine's Runner) gives it here, with the
+    # signature of `run.execute`; None: the image/video classification engine.
+    runner: Callable[..., dict[str, Any]] | None = None
 
     def samples(self, data_root: str, split: str) -> list[Sample]:
         if split not in self.splits:

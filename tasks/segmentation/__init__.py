@@ -1,0 +1,182 @@
+"""Semantic segmentation: ADE20K (SceneParsing, 150 classes) through mmsegmentation, with a PETL-wrapped timm ViT
+as the mmseg backbone (`backbone.PETLViT`, registered in mmseg's MODELS) and mmengine's Runner as the loop
+(`runner.execute`, the tasks' `runner`).
+
+This module only registers the tasks and reads the dataset layout: importing it needs neither mmseg nor torch,
+so `petlbench tasks` and the tables work without the segmentation stack installed.
+
+Layout, under <data_root>: the ADEChallengeData2016 archive as released (and as mmseg expects it), in the first
+of ADEChallengeData2016/, ade/ADEChallengeData2016/ (mmseg's data/ade/...) or ade20k/ that exists:
+
+    images/training/*.jpg           20,210 images        annotations/training/*.png     same stems
+    images/validation/*.jpg          2,000 images        annotations/validation/*.png
+
+Annotations are single-channel PNGs of class indices as released: 0 = "other" (ignored), 1..150 = the classes;
+mmseg's `reduce_zero_label` maps them to 255 (ignore) and 0..149. Before training, every pair of a split is
+checked (`check_split`): an image without its annotation, sizes that differ, a multi-channel annotation, or
+values outside 0..150 (and 255) fail naming the files. The result of a check is cached per split (file list,
+sizes and modification times), so a second run does not decode 20,210 PNGs again.
+
+Tasks (protocols: the two shipped mmengine configs in configs/, whose values the protocol repeats; a test checks
+they agree):
+  seg/ade20k          SETR-PUP decode head on ViT-L/16 (IN-21k), 512x512 crops, 160k iterations, batch 16, SGD
+                      lr 1e-3 with heads at 10x: the RepAdapter paper's segmentation setting.
+  seg/ade20k-upernet  UperNet + multi-level neck on ViT-B/16 (IN-21k), 512x512, 160k iterations, batch 16,
+                      AdamW lr 6e-5 wd 0.01: the common lighter baseline.
+Both report single-scale mIoU (and aAcc, mAcc) of the final iteration on the validation set, which the papers
+report as test (ADE20K's test labels are not public).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from petlbench.data import DataError
+from petlbench.task import TASKS, Protocol, Task
+
+ADE_FOLDERS = ("ADEChallengeData2016", os.path.join("ade", "ADEChallengeData2016"), "ade20k")
+ADE_SPLITS = ("training", "validation")
+NUM_CLASSES = 150
+IGNORE = 255
+IMG_SUFFIX, ANN_SUFFIX = ".jpg", ".png"  # what mmseg's ADE20KDataset reads
+CONFIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
+MAX_LISTED = 10  # problems named in one error
+
+
+@dataclass(frozen=True)
+class SegSample:
+    path: str  # the image
+    annotation: str  # its label map
+
+
+def ade_folder(data_root: str) -> str:
+    """The ADEChallengeData2016 folder under `data_root` (or `data_root` itself when it is one)."""
+    candidates = [data_root] + [os.path.join(data_root, f) for f in ADE_FOLDERS]
+    for c in candidates:
+        if os.path.isdir(os.path.join(c, "images")) and os.path.isdir(os.path.join(c, "annotations")):
+            return c
+    tried = ", ".join(repr(os.path.join(c, "images")) for c in candidates)
+    raise DataError(f"ADE20K not found under data root {data_root!r}: no images/ and annotations/ folders in "
+                    f"any of {tried} (unpack ADEChallengeData2016.zip there)")
+
+
+def ade_samples(task: Task, data_root: str, split: str) -> list[SegSample]:
+    """(image, annotation) pairs of `split`, sorted by name. An image without its annotation is an error
+    naming both paths; annotations without an image are ignored (mmseg reads the image list)."""
+    folder = ade_folder(data_root)
+    img_dir = os.path.join(folder, "images", split)
+    ann_dir = os.path.join(folder, "annotations", split)
+    for d in (img_dir, ann_dir):
+        if not os.path.isdir(d):
+            raise DataError(f"task {task.name!r}: {d!r} does not exist or is not a folder")
+    names = sorted(n for n in os.listdir(img_dir) if n.endswith(IMG_SUFFIX))
+    if not names:
+        raise DataError(f"task {task.name!r}: no {IMG_SUFFIX} images in {img_dir!r}")
+    pairs = [SegSample(os.path.join(img_dir, n), os.path.join(ann_dir, n[: -len(IMG_SUFFIX)] + ANN_SUFFIX))
+             for n in names]
+    missing = [s for s in pairs if not os.path.isfile(s.annotation)]
+    if missing:
+        listed = "; ".join(f"{s.path} has no annotation {s.annotation}" for s in missing[:MAX_LISTED])
+        more = f" (and {len(missing) - MAX_LISTED} more)" if len(missing) > MAX_LISTED else ""
+        raise DataError(f"{len(missing)} of {len(pairs)} images in {img_dir!r} have no annotation: {listed}{more}")
+    return pairs
+
+
+def _check_pair(s: SegSample) -> str | None:
+    """What is wrong with one pair (None: nothing)."""
+    import numpy as np
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(s.path) as im:
+            img_size = im.size
+        with Image.open(s.annotation) as ann:
+            if ann.mode not in ("L", "P", "I", "I;16"):
+                return (f"annotation {s.annotation} has mode {ann.mode} ({len(ann.getbands())} channels); "
+                        f"ADE20K annotations are single-channel PNGs of class indices")
+            if ann.size != img_size:
+                return (f"annotation {s.annotation} is {ann.size[0]}x{ann.size[1]} but image {s.path} is "
+                        f"{img_size[0]}x{img_size[1]}")
+            values = np.unique(np.asarray(ann))
+    except (OSError, UnidentifiedImageError) as e:
+        return f"cannot read {getattr(e, 'filename', None) or s.path}: {e}"
+    bad = [int(v) for v in values if not (0 <= v <= NUM_CLASSES or v == IGNORE)]
+    if bad:
+        return (f"annotation {s.annotation} has label values {bad[:8]} outside 0..{NUM_CLASSES} "
+                f"(0 = unlabelled, 1..{NUM_CLASSES} = classes 0..{NUM_CLASSES - 1}) and {IGNORE} (ignore)")
+    return None
+
+
+def check_split(samples: list[SegSample], cache_dir: str | None = None, workers: int = 8) -> None:
+    """Decode every image header and annotation of a split and fail (DataError) naming the files where an
+    annotation's size differs from its image's, it is not single-channel, or it holds values outside
+    0..150 / 255. With `cache_dir`, a split whose files (names, sizes, modification times) are unchanged since
+    its last clean check is not decoded again."""
+    stamp = None
+    if cache_dir:
+        h = hashlib.sha256()
+        for s in samples:
+            for p in (s.path, s.annotation):
+                st = os.stat(p)
+                h.update(f"{p}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        stamp = os.path.join(cache_dir, f"checked-{h.hexdigest()[:24]}.json")
+        if os.path.isfile(stamp):
+            return
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        problems = [p for p in pool.map(_check_pair, samples) if p]
+    if problems:
+        more = f" (and {len(problems) - MAX_LISTED} more)" if len(problems) > MAX_LISTED else ""
+        raise DataError(f"{len(problems)} of {len(samples)} image/annotation pairs are unusable: "
+                        + "; ".join(problems[:MAX_LISTED]) + more)
+    if stamp:
+        from petlbench.atomic import atomic_write_text
+
+        atomic_write_text(stamp, json.dumps({"pairs": len(samples), "first": samples[0].path}))
+
+
+def config_path(name: str) -> str:
+    """A shipped config by name (configs/<name>.py), or a user's mmengine config file by path."""
+    if os.path.sep in name or name.endswith(".py"):
+        path = os.path.expanduser(name)
+        if not os.path.isfile(path):
+            raise DataError(f"seg_config={name!r}: no such file")
+        return path
+    path = os.path.join(CONFIG_DIR, f"{name}.py")
+    if not os.path.isfile(path):
+        shipped = sorted(n[:-3] for n in os.listdir(CONFIG_DIR) if n.endswith(".py") and not n.startswith("_"))
+        raise DataError(f"seg_config={name!r}: not a shipped config ({', '.join(shipped)}) nor a .py file path")
+    return path
+
+
+def _run(*args, **kwargs):
+    from .runner import execute  # mmseg and mmengine load only when a segmentation run starts
+
+    return execute(*args, **kwargs)
+
+
+SEG_COMMON = dict(img_size=512, batch_size=16, max_iters=160_000, eval_every=16_000, drop_path=0.0,
+                  epochs=1, warmup_epochs=0, normalize="imagenet", train_split="training",
+                  clean_train_split="training", val_split="validation", test_split="validation")
+# RepAdapter's segmentation setting trains the adapters, the heads and every backbone bias.
+SEG_METHOD_DEFAULTS = {"repadapter": {"train_bias": True}}
+
+TASKS.add(Task(
+    name="seg/ade20k", benchmark="seg", num_classes=NUM_CLASSES, splits=ADE_SPLITS, samples_fn=ade_samples,
+    protocol=Protocol(**SEG_COMMON, backbone="vit_large_patch16_224", weights="vit_large_patch16_224.orig_in21k",
+                      optimizer="sgd", lr=1e-3, momentum=0.9, weight_decay=0.0,
+                      seg_config="setr_pup_vit-l16_ade20k_512"),
+    method_defaults=SEG_METHOD_DEFAULTS, runner=_run,
+    summary="ADE20K (150 classes), 20,210 train / 2,000 val images; SETR-PUP on ViT-L/16, 512x512, 160k iters "
+            "(RepAdapter paper); mIoU",
+))
+TASKS.add(Task(
+    name="seg/ade20k-upernet", benchmark="seg", num_classes=NUM_CLASSES, splits=ADE_SPLITS,
+    samples_fn=ade_samples,
+    protocol=Protocol(**SEG_COMMON, backbone="vit_base_patch16_224", weights="vit_base_patch16_224.orig_in21k",
+                      optimizer="adamw", lr=6e-5, weight_decay=0.01, seg_config="upernet_vit-b16_ade20k_512"),
+    method_defaults=SEG_METHOD_DEFAULTS, runner=_run,
+    summary="ADE20K (150 classes); UperNet on ViT-B/16, 512x512, 160k iters (lighter baseline); mIoU",
+))
