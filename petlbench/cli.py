@@ -198,9 +198,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     if not distributed.is_main():  # under torchrun every process returns the record; one line is enough
         return 0
     m = rec.get("metrics", {})
-    print(f"{rec['task']} {rec['method']}: top-1 {rec['value']:.2f}% ({m.get('split')}, epoch {m.get('epoch')}; "
-          f"{rec['selection'].split(':')[0]}), {rec['params']['trainable']:,} trainable params; "
-          f"record {rec['config_hash']} in {args.store}")
+    metric, when = rec.get("metric", "top1"), (f"iteration {m['iter']}" if "iter" in m else f"epoch {m.get('epoch')}")
+    print(f"{rec['task']} {rec['method']}: {'top-1' if metric == 'top1' else metric} {rec['value']:.2f}% "
+          f"({m.get('split')}, {when}; {rec['selection'].split(':')[0]}), {rec['params']['trainable']:,} trainable "
+          f"params; record {rec['config_hash']} in {args.store}")
     return 0
 
 

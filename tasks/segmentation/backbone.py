@@ -27,6 +27,21 @@ from petlbench.errors import ConfigError
 from petlbench.weights import resolve_weights
 
 
+VIT_MODULES = ("timm.models.vision_transformer", "timm.models.deit")  # timm's VisionTransformer class
+
+
+def _require_vit(name: str) -> None:
+    import timm
+
+    from petlbench.backbones import check_backbone
+
+    check_backbone(name)  # an unknown name: the suite's error with close matches
+    module = timm.models.model_entrypoint(name.split(".")[0]).__module__
+    if module not in VIT_MODULES:
+        raise ConfigError(f"PETLViT: backbone {name!r} comes from {module}; PETLViT takes timm's plain ViTs "
+                          f"(vit_*, deit_*)")
+
+
 @MODELS.register_module()
 class PETLViT(BaseModule):
     """mmseg backbone: timm ViT `backbone` (hub name) with petlbench method `method` applied.
@@ -50,13 +65,11 @@ class PETLViT(BaseModule):
             raise ConfigError("PETLViT: give the weights as weights=... (a timm tag or checkpoint file), not "
                               "init_cfg (mmseg's Pretrained loader knows mmseg's ViT keys, not timm's)")
         name, pretrained = resolve_weights(backbone, weights or "none")
+        _require_vit(name)
         kwargs = dict(img_size=img_size, drop_path_rate=drop_path_rate, dynamic_img_size=True,
                       dynamic_img_pad=True, **(backbone_kwargs or {}))
         self.model = petlbench.create_model(name, method=method, num_classes=0, pretrained=pretrained,
                                             method_cfg=method_cfg, **kwargs)
-        if self.model.petl.family != "vit":
-            raise ConfigError(f"PETLViT: backbone {backbone!r} is a {self.model.petl.family} model; PETLViT takes "
-                              f"plain ViTs (vit_*)")
         depth = len(self.model.blocks)
         out = [i if i >= 0 else depth + i for i in out_indices]
         if not out or any(not 0 <= i < depth for i in out):

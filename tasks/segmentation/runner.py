@@ -81,8 +81,10 @@ def build_config(spec: RunSpec, ade_root: str, work_dir: str, world_size: int = 
     if bb.get("type") != "PETLViT":
         raise ConfigError(f"{path}: model.backbone.type is {bb.get('type')!r}; petlbench runs need "
                           f"type='PETLViT' (tasks/segmentation/backbone.py)")
-    bb.update(backbone=p.backbone, weights=p.weights, method=spec.method.name,
-              method_cfg=dataclasses.asdict(spec.method.cfg), img_size=p.img_size, drop_path_rate=p.drop_path)
+    bb.pop("method_cfg", None)  # replaced, not merged: the config's options belong to its own method
+    bb.update(backbone=p.backbone, weights=p.weights, method=spec.method.name, img_size=p.img_size,
+              drop_path_rate=p.drop_path)
+    bb["method_cfg"] = dataclasses.asdict(spec.method.cfg)
     crop = (p.img_size, p.img_size)
     cfg.model.data_preprocessor["size"] = crop
     for step in cfg.train_dataloader.dataset.pipeline:
