@@ -157,9 +157,13 @@ def cmd_tasks(args: argparse.Namespace) -> int:
     for n in names:
         t = TASKS.get(n)
         p = t.protocol
-        proto = (f"{p.optimizer} lr {p.lr:g} wd {p.weight_decay:g}, batch {p.batch_size}, {p.epochs} ep "
-                 f"({p.warmup_epochs} warm-up), {p.img_size}px {p.interpolation}, "
-                 f"{'aug ' + p.randaugment if p.randaugment else 'no aug'}, {p.selection}")
+        if p.max_iters:  # iteration-based (segmentation): the rest of the recipe is in its config file
+            proto = (f"{p.optimizer} lr {p.lr:g} wd {p.weight_decay:g}, batch {p.batch_size}, {p.max_iters} iters "
+                     f"(val every {p.eval_every}), {p.img_size}px crops, {p.backbone}, config {p.seg_config}")
+        else:
+            proto = (f"{p.optimizer} lr {p.lr:g} wd {p.weight_decay:g}, batch {p.batch_size}, {p.epochs} ep "
+                     f"({p.warmup_epochs} warm-up), {p.img_size}px {p.interpolation}, "
+                     f"{'aug ' + p.randaugment if p.randaugment else 'no aug'}, {p.selection}")
         role = "eval-only target" if t.eval_only else ""
         print(f"{n:30s} {t.num_classes:7d}  {t.group or '-':11s} {','.join(t.splits) if len(t.splits) < 8 else f'{len(t.splits)} splits'}"
               f" | {role or proto}")

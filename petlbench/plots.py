@@ -34,11 +34,13 @@ def save(fig, stem: str) -> list[str]:
     return paths
 
 
-def accuracy_vs_params(table: Table, stem: str) -> list[str]:
-    """One point per row: x = trainable parameters (paper convention, head excluded; log scale), y = the average
-    the table leads with (average of group means where there are groups, else the plain mean)."""
+def accuracy_vs_params(table: Table, stem: str, key: str | None = None, metric: str = "top-1 (%)") -> list[str]:
+    """One point per row: x = trainable parameters (paper convention, head excluded; log scale), y = column `key`,
+    by default the average the table leads with (average of group means where there are groups, else the plain
+    mean)."""
     plt = _plt()
-    key = "mean:groups" if any(c.key == "mean:groups" for c in table.columns) else "mean:all"
+    if key is None:
+        key = "mean:groups" if any(c.key == "mean:groups" for c in table.columns) else "mean:all"
     ylabel = next(c.header for c in table.columns if c.key == key)
     pts = [(r, r.params_m, r.cells.get(key, Cell())) for r in table.rows if r.source != "delta"]
     pts = [(r, p, c) for r, p, c in pts if p is not None and not math.isnan(p) and not c.missing]
@@ -65,7 +67,7 @@ def accuracy_vs_params(table: Table, stem: str) -> list[str]:
     ax.set_xscale("log")
     ax.set_xlabel("trainable parameters, head excluded (log scale)" +
                   ("; 0 plotted at the left edge" if zero else ""))
-    ax.set_ylabel(f"top-1 (%), {ylabel.lower()}")
+    ax.set_ylabel(f"{metric}, {ylabel if metric != 'top-1 (%)' else ylabel.lower()}")
     ax.set_title(table.title, fontsize=9)
     ax.grid(alpha=0.3, which="both")
     if pts:

@@ -234,7 +234,9 @@ def suite_tables(frame, search: tuple[str, ...] = (), reference_dir: str | None 
         out.append(("fewshot", T.fewshot_table(frame, search, ref)))
     if "domain" in present:
         out.append(("domain", T.domain_table(frame, search)))
-    for b in sorted(present - {"vtab", "fewshot", "domain"}):
+    if "seg" in present:
+        out.append(("seg", T.seg_table(frame, search, ref)))
+    for b in sorted(present - {"vtab", "fewshot", "domain", "seg"}):
         metric = frame.loc[frame["benchmark"] == b, "metric"].dropna()
         title = ("Offline mini-benchmark: top-1 (%)" if b == "mini" else
                  f"{b}: {metric.iloc[0] if len(metric) else 'top1'}")
@@ -302,6 +304,10 @@ def write_plots(frame, results_dir: str, search: tuple[str, ...] = (), reference
         out = os.path.join(results_dir, sub)
         if sub == "fewshot":
             paths += plots.fewshot_curves(table, os.path.join(out, "fewshot_curves"))
+        elif sub == "seg":  # one plot per measured setting (decode head + backbone): mIoU vs parameters
+            for col in (c for c in table.columns if c.group == "Measured here"):
+                paths += plots.accuracy_vs_params(table, os.path.join(out, f"seg_{col.key}_miou_vs_params"),
+                                                  key=col.key, metric="mIoU (%)")
         elif sub != "domain":
             paths += plots.accuracy_vs_params(table, os.path.join(out, f"{table.name}_accuracy_vs_params"))
     if only and "efficiency" not in only:

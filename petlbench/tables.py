@@ -396,6 +396,56 @@ def grouped_table(frame, benchmark: str, name: str, title: str, search: tuple[st
     return table
 
 
+# Segmentation columns: task dataset -> header. Published ADE20K rows (V-PETL Bench, Swin-L) get a column of their
+# own: another backbone and decode head, never a baseline for the ViT columns.
+SEG_HEADERS = {"ade20k": "SETR-PUP, ViT-L/16", "ade20k-upernet": "UperNet, ViT-B/16"}
+SEG_PUBLISHED = "ade20k:published-setting"
+
+
+def seg_table(frame, search: tuple[str, ...] = (), reference_dir: str = REFERENCE_DIR) -> Table:
+    """ADE20K: a row per variant, a column per measured setting (decode head + backbone), single-scale mIoU;
+    published rows in their own column (their setting differs)."""
+    ok = frame[(frame["benchmark"] == "seg") & (frame["status"] == "ok")] if not frame.empty else frame
+    ok = collapse_search(ok, search)
+    measured = sorted(set(ok["dataset"])) if not ok.empty else []
+    order = [d for d in SEG_HEADERS if d in measured] + [d for d in measured if d not in SEG_HEADERS]
+    if not order:
+        order = list(SEG_HEADERS)
+    pub = published("seg", reference_dir)
+    columns = [Column(d, SEG_HEADERS.get(d, d), "Measured here") for d in order]
+    if not pub.empty:
+        backbones = ", ".join(sorted({lab.rsplit("(", 1)[-1].rstrip(")") for lab in pub["label"]}))
+        columns.append(Column(SEG_PUBLISHED, f"V-PETL Bench setting, {backbones}", "Published"))
+    table = Table("seg", "ADE20K semantic segmentation (150 classes, 512x512): single-scale mIoU (%)", columns)
+    rows = []
+    if not ok.empty:
+        for variant, sub in ok.groupby("variant", sort=False):
+            rows.append(Row(variant, "ours", {d: _cell(x["value"]) for d, x in sub.groupby("dataset")},
+                            params_m=_params_m(sub, paper=True), key=sub["key"].iloc[0]))
+    rows.sort(key=lambda r: (r.key not in ("full", "linear"), r.label))
+    for key, sub in pub.groupby("key", sort=False):
+        rows.append(Row(f"{sub['label'].iloc[0]} (published)", f"published: {sub['source'].iloc[0]}",
+                        {SEG_PUBLISHED: _cell(sub["value"])},
+                        params_m=float(sub["params_m"].iloc[0]) if sub["params_m"].notna().any() else None, key=key))
+    table.rows += rows
+    table.notes += [
+        "mIoU (%) over the 150 classes, single scale, of the final iteration on the validation split (ADE20K's "
+        "test labels are not public; the papers report validation), computed by mmsegmentation's IoUMetric. A cell "
+        "is the mean over seeds (+- sample std when there are several, n in the CSV); missing cells are runs not "
+        "in the store, never zeros. aAcc and mAcc are in each run's record.",
+        "Params (M): backbone-side trainable parameters in millions in each method's paper convention (RepAdapter: "
+        "adapter weights; it also trains the backbone biases here, as its paper does for segmentation), decode and "
+        "auxiliary heads excluded (the heads' counts are in the records).",
+        "RepAdapter's own ADE20K numbers (SETR, ViT-L/16) are not in the reference folder: no published row for "
+        "the measured columns. The published column is another backbone and decode head; compare within a "
+        "column only.",
+    ]
+    table.notes += _protocol_note(ok, "seg") + _search_note(ok, search)
+    if not pub.empty:
+        table.notes.append("Published rows: " + "; ".join(sorted({str(x) for x in pub["source"]})) + ".")
+    return table
+
+
 def _with_deltas(rows: list[Row]) -> list[Row]:
     """`rows`, each measured row with a published twin (same key) followed by its delta row."""
     pub = {r.key: r for r in rows if r.source.startswith("published") and r.key}

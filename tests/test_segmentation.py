@@ -203,6 +203,17 @@ def test_trainable_is_method_plus_heads(ade, tmp_path, base, method):
         assert back and all("lora" in n.lower() for n in back)
 
 
+def test_schedule_keeps_its_shape_when_stretched():
+    from petlbench.tasks.segmentation.runner import stretch_schedule
+
+    cfg = Config.fromfile(config_path("upernet_vit-b16_ade20k_512"))
+    warm, poly = stretch_schedule(cfg.param_scheduler, 160_000, 16_000)
+    assert (warm["type"], warm["begin"], warm["end"]) == ("LinearLR", 0, 150)
+    assert (poly["type"], poly["begin"], poly["end"]) == ("PolyLR", 150, 16_000)
+    short = stretch_schedule(cfg.param_scheduler, 160_000, 30)  # a warm-up under 2 iterations would never ramp
+    assert [(s["type"], s["begin"], s["end"]) for s in short] == [("PolyLR", 0, 30)]
+
+
 # --- training through `petlbench run` --------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def trained(ade):
@@ -345,4 +356,9 @@ def test_cli_run_and_segmentation_table(ade, trained, tmp_path, capsys):
     assert f"mIoU {rec['value']:.2f}%" in line and "iteration 30" in line
     assert main(["table", "--store", store.root, "--results", str(tmp_path)]) == 0
     md = (tmp_path / "seg" / "seg.md").read_text()
-    assert "ADE20K" in md and f"{rec['value']:.1f}" in md and "RepAdapter" in md
+    assert "ADE20K" in md and f"{rec['value']:.1f}" in md and "RepAdapter" in md and "SETR-PUP, ViT-L/16" in md
+    ours = next(line for line in md.splitlines() if line.startswith("| RepAdapter"))
+    assert ours.split("|")[3].strip().strip("*") == f"{rec['value']:.1f}"  # under the SETR column
+    assert "V-PETL Bench setting, Swin-L" in md  # published rows in a column of their own
+    assert main(["plot", "--store", store.root, "--results", str(tmp_path)]) == 0
+    assert (tmp_path / "seg" / "seg_ade20k_miou_vs_params.png").stat().st_size > 0

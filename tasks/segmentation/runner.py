@@ -70,6 +70,23 @@ def _replace_syncbn(node: Any) -> None:
             _replace_syncbn(value)
 
 
+def stretch_schedule(schedulers: list, published_iters: int, max_iters: int) -> list:
+    """The config's LR schedulers with their iteration bounds scaled from `published_iters` to `max_iters` (the
+    schedule keeps its shape: UperNet's 1,500-iteration warm-up of 160k becomes 150 of 16k). A scheduler left
+    with under 2 iterations is dropped: mmengine would apply its start factor and never ramp it."""
+    out = []
+    for sched in schedulers:
+        sched = dict(sched)
+        begin = round(sched.get("begin", 0) * max_iters / published_iters)
+        end = round(sched.get("end", published_iters) * max_iters / published_iters)
+        sched["begin"], sched["end"] = min(begin, max_iters), min(end, max_iters)
+        if sched["end"] - sched["begin"] >= 2:
+            out.append(sched)
+        else:
+            log.info("LR scheduler %s spans under 2 of %d iterations: dropped", sched.get("type"), max_iters)
+    return out
+
+
 def build_config(spec: RunSpec, ade_root: str, work_dir: str, world_size: int = 1, workers: int = 4):
     """The mmengine Config of a run: the task's config file with the protocol's values set (see module doc)."""
     from mmengine.config import Config
@@ -110,11 +127,7 @@ def build_config(spec: RunSpec, ade_root: str, work_dir: str, world_size: int = 
         opt["momentum"] = p.momentum
     published_iters = cfg.train_cfg.max_iters
     cfg.train_cfg.update(max_iters=p.max_iters, val_interval=p.eval_every)
-    for sched in cfg.param_scheduler:  # the schedule's shape kept, stretched to max_iters
-        for key in ("begin", "end"):
-            if key in sched:
-                sched[key] = min(p.max_iters, round(sched[key] * p.max_iters / published_iters))
-        sched["end"] = max(sched.get("end", p.max_iters), sched.get("begin", 0) + 1)
+    cfg.param_scheduler = stretch_schedule(cfg.param_scheduler, published_iters, p.max_iters)
     cfg.default_hooks.checkpoint.update(interval=p.eval_every, max_keep_ckpts=1)
     cfg.default_hooks.logger.interval = max(1, min(50, p.max_iters // 10))
     amp = ex.amp if ex.amp != "auto" else ("bf16" if torch.cuda.is_available() else "off")
