@@ -24,7 +24,8 @@ from petlbench.run import execute, resolve  # noqa: E402
 from petlbench.store import ResultStore  # noqa: E402
 from petlbench.tasks.segmentation import check_split, config_path  # noqa: E402
 from petlbench.tasks.segmentation.backbone import PETLViT, merged_segmentor  # noqa: E402
-from petlbench.tasks.segmentation.runner import build_config, load_seg_tuned, tuned_tensors  # noqa: E402
+from petlbench.tasks.segmentation.runner import (build_config, load_seg_tuned, param_counts,  # noqa: E402
+                                                 tuned_tensors)
 from petlbench.task import TASKS  # noqa: E402
 
 register_all_modules()
@@ -362,3 +363,29 @@ def test_cli_run_and_segmentation_table(ade, trained, tmp_path, capsys):
     assert "V-PETL Bench setting, Swin-L" in md  # published rows in a column of their own
     assert main(["plot", "--store", store.root, "--results", str(tmp_path)]) == 0
     assert (tmp_path / "seg" / "seg_ade20k_miou_vs_params.png").stat().st_size > 0
+
+
+# --- full size -------------------------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_full_size_configs_build_with_the_published_counts(tmp_path):
+    """The shipped configs at full size (random weights): RepAdapter on ViT-L/16 trains 589,824 adapter weights
+    (the paper's convention) + 49,536 adapter biases + 272,384 backbone biases; UperNet ViT-B runs a 512x512 image."""
+    counts = {}
+    for task in ("seg/ade20k", "seg/ade20k-upernet"):
+        spec = resolve(task, "repadapter", {"weights": "none", "num_workers": 0})
+        cfg = build_config(spec, str(tmp_path), str(tmp_path / "w"), workers=0)
+        seg = MODELS.build(cfg.model)
+        counts[task] = (seg, param_counts(seg))
+    _, large = counts["seg/ade20k"]
+    d, blocks, adapters = 1024, 24, 48
+    weights = adapters * (d * 8 + d * 8 // 2)
+    adapter_biases = adapters * (8 + d)
+    backbone_biases = blocks * (3 * d + d + 4 * d + d + d + d) + d + d  # qkv proj fc1 fc2 norm1 norm2; patch; norm
+    assert large["paper"] == weights == 589_824
+    assert large["trainable"] == weights + adapter_biases + backbone_biases == 911_744
+    assert large["backbone_total"] > 300_000_000
+    seg, base = counts["seg/ade20k-upernet"]
+    assert base["paper"] == 24 * (768 * 8 + 768 * 4)
+    with torch.no_grad():
+        out = seg.eval()(torch.randn(1, 3, 512, 512), mode="tensor")
+    assert out.shape == (1, 150, 128, 128)  # UperNet predicts at 1/4 resolution, upsampled in predict()

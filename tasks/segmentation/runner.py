@@ -130,6 +130,9 @@ def build_config(spec: RunSpec, ade_root: str, work_dir: str, world_size: int = 
     cfg.param_scheduler = stretch_schedule(cfg.param_scheduler, published_iters, p.max_iters)
     cfg.default_hooks.checkpoint.update(interval=p.eval_every, max_keep_ckpts=1)
     cfg.default_hooks.logger.interval = max(1, min(50, p.max_iters // 10))
+    if ex.device not in ("auto", "cuda") and not (ex.device == "cpu" and not torch.cuda.is_available()):
+        raise ConfigError(f"device={ex.device}: segmentation runs use mmengine's device choice (CUDA when "
+                          f"present, else the CPU); leave device=auto")
     amp = ex.amp if ex.amp != "auto" else ("bf16" if torch.cuda.is_available() else "off")
     if amp != "off":
         if not torch.cuda.is_available():
