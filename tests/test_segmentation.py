@@ -125,6 +125,7 @@ def _vit(method="full", **kw):
 @pytest.mark.parametrize("method,cfg", [("repadapter", {}), ("vpt", {"deep": True, "tokens": 5}), ("lora", {})])
 def test_backbone_gives_multilevel_maps_of_any_size(method, cfg):
     vit = _vit(method, method_cfg=cfg).eval()
+    assert isinstance(vit, PETLViT) and vit.model.petl.method == method
     feats = vit(torch.randn(2, 3, 64, 64))
     assert [f.shape for f in feats] == [torch.Size([2, 64, 8, 8])] * 3
     odd = vit(torch.randn(1, 3, 60, 90))  # padded to 64 x 96: 8 x 12 patches
