@@ -32,7 +32,7 @@ from petlbench.atomic import atomic_write_bytes
 from petlbench.data import DataError
 from petlbench.engine import NonFiniteLoss
 from petlbench.errors import ConfigError
-from petlbench.run import RunSpec, base_record, record_failure
+from petlbench.run import RunSpec, base_record
 from petlbench.store import ResultStore
 
 from . import ade_folder, check_split, config_path
@@ -247,11 +247,7 @@ def execute(spec: RunSpec, data_root: str, store: ResultStore, out_dir: str, for
     work_dir = os.path.join(run_dir, stem)
     world = int(os.environ.get("WORLD_SIZE", "1"))
     cfg = build_config(spec, ade_root, work_dir, world, workers)
-    try:
-        runner = Runner.from_cfg(cfg)
-    except Exception as e:  # a bad config or absent weights: recorded, so sweeps can say why
-        record_failure(spec, store, e)
-        raise
+    runner = Runner.from_cfg(cfg)  # a bad config or absent weights raise here, before training (sweeps record them)
     model = runner.model.module if is_model_wrapper(runner.model) else runner.model
     hook = record_hook(log_every=max(1, min(50, p.max_iters // 20)))
     runner.register_hook(hook)
