@@ -3,6 +3,7 @@ training through `petlbench run` (mmengine's Runner) on a generated ADE20K-layou
 mIoU, and mmseg's IoU metric on known predictions. CPU only; about a minute."""
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import numpy as np
@@ -10,6 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
+import petlbench
 import seg_tiny
 
 pytestmark = pytest.mark.segmentation
@@ -20,6 +22,7 @@ from mmseg.utils import register_all_modules  # noqa: E402
 
 from petlbench.data import DataError  # noqa: E402
 from petlbench.errors import ConfigError, MergeError  # noqa: E402
+from petlbench.method import METHODS, Wrapper  # noqa: E402
 from petlbench.run import execute, resolve  # noqa: E402
 from petlbench.store import ResultStore  # noqa: E402
 from petlbench.tasks.segmentation import check_split, config_path  # noqa: E402
@@ -175,11 +178,15 @@ def test_shipped_configs_agree_with_the_task_protocol(task):
     assert resolve(task, "repadapter").method.cfg.train_bias is True
 
 
+VIT_METHODS = [m for m in petlbench.list_methods() if "vit" in METHODS.get(m).families]
+
+
 @pytest.mark.parametrize("base", ["setr_pup_vit-l16_ade20k_512", "upernet_vit-b16_ade20k_512"])
-@pytest.mark.parametrize("method", ["repadapter", "lora", "bitfit", "linear", "vpt"])
+@pytest.mark.parametrize("method", VIT_METHODS)
 def test_trainable_is_method_plus_heads(ade, tmp_path, base, method):
-    """After mmengine builds the segmentor and initialises it, the backbone's trainable tensors are the method's
-    (RepAdapter: adapters + every backbone bias), every head/neck tensor trains, nothing else does."""
+    """After mmengine builds the segmentor and initialises it, the backbone trains exactly what the method trains
+    on a plain petlbench model (RepAdapter here: adapters + every backbone bias), every head and neck tensor
+    trains, nothing else does."""
     spec = tiny_spec(ade, method, base)
     runner = runner_for(spec, ade, tmp_path)
     runner.model.init_weights()
@@ -187,33 +194,18 @@ def test_trainable_is_method_plus_heads(ade, tmp_path, base, method):
     back = {n[len("backbone.model."):] for n, p in seg.named_parameters() if n.startswith("backbone.") and p.requires_grad}
     rest = [(n, p.requires_grad) for n, p in seg.named_parameters() if not n.startswith("backbone.")]
     assert rest and all(flag for _, flag in rest)
+    alone = petlbench.create_model("vit_tiny_patch16_224", method=method, num_classes=0, img_size=64,
+                                   method_cfg=dataclasses.asdict(spec.method.cfg), **seg_tiny.TINY_VIT)
+    assert back == {n for n, p in alone.named_parameters() if p.requires_grad}
     if method == "repadapter":
-        own = {n for n in back if ".adapter." in n or n.split(".")[-1] in ("up_weight", "up_bias")
-               or ".down." in n}
-        biases = {n for n in back - own if n.endswith(".bias")}
-        assert back == own | biases and own and biases
-        all_biases = {n for n, _ in seg.backbone.model.named_parameters() if n.endswith("bias")}
-        assert all_biases <= back  # every bias of the backbone trains
-        assert not any(n.endswith("weight") and "base" in n for n in back)
-    elif method == "bitfit":
-        assert back and all(n.endswith("bias") for n in back)
+        biases = {n for n, _ in seg.backbone.model.named_parameters() if n.endswith("bias")}
+        assert biases <= back  # train_bias=True, the task's default for RepAdapter
+        assert not any(n.endswith("base.weight") for n in back)
     elif method == "linear":
         assert back == set()
-    elif method == "vpt":
-        assert back and all("prompts" in n for n in back)
-    else:  # lora: its A/B matrices only
-        assert back and all("lora" in n.lower() for n in back)
-
-
-def test_schedule_keeps_its_shape_when_stretched():
-    from petlbench.tasks.segmentation.runner import stretch_schedule
-
-    cfg = Config.fromfile(config_path("upernet_vit-b16_ade20k_512"))
-    warm, poly = stretch_schedule(cfg.param_scheduler, 160_000, 16_000)
-    assert (warm["type"], warm["begin"], warm["end"]) == ("LinearLR", 0, 150)
-    assert (poly["type"], poly["begin"], poly["end"]) == ("PolyLR", 150, 16_000)
-    short = stretch_schedule(cfg.param_scheduler, 160_000, 30)  # a warm-up under 2 iterations would never ramp
-    assert [(s["type"], s["begin"], s["end"]) for s in short] == [("PolyLR", 0, 30)]
+    elif method != "full":
+        total = sum(1 for _ in seg.backbone.model.parameters())
+        assert 0 < len(back) < total
 
 
 # --- training through `petlbench run` --------------------------------------------------------------------------
@@ -292,11 +284,17 @@ def test_non_finite_loss_is_recorded_as_failed(ade, tmp_path):
 
 
 # --- merging ---------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("method", ["repadapter", "lora"])
+@pytest.mark.parametrize("method", VIT_METHODS)
 def test_merged_backbone_gives_the_same_miou(ade, tmp_path, method):
+    """Every mergeable method: the merged segmentor (a plain timm ViT under the same heads) gives the same logits
+    and the same mIoU on the same images; the others refuse to merge."""
     spec = tiny_spec(ade, method)
     runner = runner_for(spec, ade, tmp_path)
     runner.model.init_weights()
+    if not METHODS.get(method).mergeable:
+        with pytest.raises(MergeError, match="not mergeable"):
+            merged_segmentor(runner.model)
+        return
     torch.manual_seed(1)
     with torch.no_grad():  # random method tensors (a zero-initialised B would make merging trivially exact)
         for n, p in runner.model.backbone.named_parameters():
@@ -304,7 +302,7 @@ def test_merged_backbone_gives_the_same_miou(ade, tmp_path, method):
                 p.add_(torch.randn_like(p) * 0.05)
     unmerged = runner.model
     merged = merged_segmentor(unmerged)
-    assert not any("base" in n for n, _ in merged.backbone.model.named_parameters())
+    assert not any(isinstance(m, Wrapper) for m in merged.backbone.model.modules())
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
         a = unmerged.eval()(x, mode="tensor")
@@ -314,9 +312,6 @@ def test_merged_backbone_gives_the_same_miou(ade, tmp_path, method):
     runner.model = merged
     second = runner.val()
     assert first["mIoU"] == second["mIoU"] and first["aAcc"] == second["aAcc"]
-    vpt = runner_for(tiny_spec(ade, "vpt"), ade, tmp_path / "vpt").model
-    with pytest.raises(MergeError, match="not mergeable"):
-        merged_segmentor(vpt)
 
 
 # --- metric ----------------------------------------------------------------------------------------------------
