@@ -7,7 +7,8 @@
 #
 # With a data root, in order: efficiency (petlbench bench, skipped when its CSV exists), VTAB-1k, few-shot,
 # domain generalization (scripts/sweeps/*.yaml via petlbench sweep; a task whose data is absent is skipped
-# with one line), video (given the VideoMAE checkpoint), segmentation once it exists, then `petlbench table`
+# with one line), video (given the VideoMAE checkpoint), ADE20K segmentation (scripts/sweeps/seg.yaml), then
+# `petlbench table`
 # and `petlbench plot`.
 # Killed at any point, the same command finishes the job. Exit status 1 when a run failed (it is recorded,
 # with its reason, and the tables are still written).
@@ -69,7 +70,7 @@ else
     "$PB" sweep scripts/sweeps/seg.yaml --data-root "$DATA_ROOT" --store "$STORE" --out "$OUT" --quiet \
       "${SWEEP_ARGS[@]}" || STATUS=1
   else
-    echo "seg: skipped (no segmentation tasks in this version of petlbench)"
+    echo "seg: skipped (petlbench lists no segmentation tasks, or scripts/sweeps/seg.yaml is missing)"
   fi
 fi
 step "tables and plots"
