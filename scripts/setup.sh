@@ -31,8 +31,9 @@ if [ ! -x "$venv/bin/python" ]; then
   echo "setup: creating $venv with ${PYTHON:-python3} ($(${PYTHON:-python3} --version 2>&1))" >&2
   "${PYTHON:-python3}" -m venv "$venv"
 fi
-if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
-  exit 0
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] \
+   && { [ "$seg" = "skip" ] || "$venv/bin/python" -c "import mmcv.ops" >/dev/null 2>&1; }; then
+  exit 0  # set up already (and mmcv's compiled ops still import)
 fi
 pip=("$venv/bin/python" -m pip install --disable-pip-version-check -q)
 if [ "$torch_spec" != "skip" ]; then
