@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import torch.nn as nn
 
-from petlbench.method import PETLMethod, register_method
+from petlbench.method import PETLMethod, own_biases, register_method
 
 
 @register_method("bitfit")
@@ -17,7 +17,5 @@ class BitFit(PETLMethod):
     paper = "Ben Zaken et al. 2021, arXiv:2106.10199"
 
     def mark_trainable(self, model: nn.Module) -> None:
-        for mod in model.modules():
-            bias = getattr(mod, "bias", None)
-            if isinstance(bias, nn.Parameter):
-                bias.requires_grad_(True)
+        for bias in own_biases(model):
+            bias.requires_grad_(True)

@@ -33,7 +33,7 @@ import torch.nn as nn
 
 from petlbench.backbones import head_parameters
 from petlbench.folding import fold_input_affine
-from petlbench.method import PETLMethod, Wrapper, register_method
+from petlbench.method import PETLMethod, Wrapper, own_biases, register_method
 from petlbench.sites import Site, channels_first
 
 
@@ -149,10 +149,8 @@ class RepAdapter(PETLMethod):
     def mark_trainable(self, model: nn.Module) -> None:
         super().mark_trainable(model)
         if self.cfg.train_bias:
-            for mod in model.modules():
-                bias = mod._parameters.get("bias")
-                if bias is not None:
-                    bias.requires_grad_(True)
+            for bias in own_biases(model):
+                bias.requires_grad_(True)
 
     def paper_count(self, model: nn.Module, trainable: int) -> int:
         """The paper counts adapter weights only (0.22M on ViT-B/16), neither adapter nor backbone biases."""
@@ -161,6 +159,6 @@ class RepAdapter(PETLMethod):
         if self.cfg.train_bias:
             own = {id(p) for m in adapters for p in (m.down.bias, m.up_bias)}
             own |= {id(p) for p in head_parameters(model)}  # the head is counted apart
-            biases += sum(p.numel() for m in model.modules() for n, p in m._parameters.items()
-                          if n == "bias" and p is not None and p.requires_grad and id(p) not in own)
+            biases += sum(p.numel() for p in own_biases(model) if p.requires_grad and id(p) not in own)
         return trainable - biases
+

@@ -52,6 +52,15 @@ class Wrapper(nn.Module):
         raise NotImplementedError(f"{type(self).__name__} cannot be merged")
 
 
+def own_biases(model: nn.Module) -> Iterator[nn.Parameter]:
+    """Every module's own `bias` parameter (Linear, conv, LayerNorm, ...), found structurally, not by name
+    substring: what BitFit trains, and RepAdapter with train_bias."""
+    for mod in model.modules():
+        bias = mod._parameters.get("bias")
+        if bias is not None:
+            yield bias
+
+
 @dataclass
 class PETLInfo:
     """What was built: stored on the model as `model.petl`, and in every tuned-weights file."""

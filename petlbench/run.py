@@ -130,7 +130,8 @@ def resolve(task_name: str, method: str, overrides: dict[str, Any] | None = None
 
 
 # --- data -------------------------------------------------------------------------------------------------
-def _workers(ex: Execution) -> int:
+def loader_workers(ex: Execution) -> int:
+    """Decode worker processes: `num_workers`, or min(8, cpus) when it is -1."""
     return min(8, os.cpu_count() or 1) if ex.num_workers < 0 else ex.num_workers
 
 
@@ -236,12 +237,12 @@ def load_split(task: Task, root: str, split: str, p: Protocol, ex: Execution, tr
                             "on_bad_image=skip skips and records missing videos")
         ds = video_dataset(task, present, p, train_mode, ex.on_bad_image)
         ds.bad.items.extend((s.path, "file does not exist") for s in missing)
-        return LoaderBatches(ds, bs // world if train_mode else ex.eval_batch_size, train_mode, _workers(ex),
+        return LoaderBatches(ds, bs // world if train_mode else ex.eval_batch_size, train_mode, loader_workers(ex),
                              p.seed), ds.bad
     if train_mode and augmented(p):
         ds = ImageDataset(samples, train_transform(p), ex.on_bad_image)
-        return LoaderBatches(ds, bs // world, True, _workers(ex), p.seed), ds.bad
-    data = decode_all(samples, p.img_size, p.interpolation, ex.on_bad_image, _workers(ex))
+        return LoaderBatches(ds, bs // world, True, loader_workers(ex), p.seed), ds.bad
+    data = decode_all(samples, p.img_size, p.interpolation, ex.on_bad_image, loader_workers(ex))
     on_device = ex.data_on_device == "yes" or (
         ex.data_on_device == "auto" and device.type == "cuda"
         and data.images.numel() < 0.25 * torch.cuda.mem_get_info(device)[0])
@@ -323,10 +324,8 @@ def execute(spec: RunSpec, data_root: str, store: ResultStore, out_dir: str, for
     distributed.setup(device)  # joins the other processes of a torchrun launch; nothing otherwise
     main = distributed.is_main()
     progress = progress if main else None
-    chash = spec.config_hash
-    done = store.get(task.benchmark, chash)
-    if done is not None and done.get("status") == "ok" and not force:
-        log.info("%s/%s already in the store (%s): skipped", task.name, spec.method.name, chash)
+    done = finished_record(spec, store, force)
+    if done is not None:
         return done
     # Per-rank seeds, so ranks draw different dropout masks; rank 0's model is the one trained (DDP copies it).
     seed_everything(p.seed + distributed.rank())
@@ -342,7 +341,7 @@ def execute(spec: RunSpec, data_root: str, store: ResultStore, out_dir: str, for
     run_dir = os.path.join(out_dir, task.benchmark)
     if main:
         os.makedirs(run_dir, exist_ok=True)
-    stem = os.path.join(run_dir, f"{task.name.split('/', 1)[1]}_{spec.method.name}_{chash}")
+    stem = os.path.join(run_dir, run_name(spec))
     record: dict[str, Any] = {
         **base_record(spec),
         "selection": ("clean: epoch selected on " + p.val_split + ", test evaluated once") if clean else
@@ -402,6 +401,20 @@ def execute(spec: RunSpec, data_root: str, store: ResultStore, out_dir: str, for
         log.info("%s %s: top1 %.2f (%s) -> %s", task.name, spec.method.name, record["value"], metrics["split"], path)
     # Every process returns the main one's record (theirs differ in device and timings), once it is written.
     return distributed.broadcast_object(record)
+
+
+def finished_record(spec: RunSpec, store: ResultStore, force: bool = False) -> dict[str, Any] | None:
+    """The store's finished record of `spec` (a run to skip), or None when there is none or `force`."""
+    done = store.get(spec.task.benchmark, spec.config_hash)
+    if done is None or done.get("status") != "ok" or force:
+        return None
+    log.info("%s/%s already in the store (%s): skipped", spec.task.name, spec.method.name, spec.config_hash)
+    return done
+
+
+def run_name(spec: RunSpec) -> str:
+    """The file stem of a run's outputs under <out>/<benchmark>/: "<dataset>_<method>_<config hash>"."""
+    return f"{spec.task.name.split('/', 1)[1]}_{spec.method.name}_{spec.config_hash}"
 
 
 def base_record(spec: RunSpec) -> dict[str, Any]:

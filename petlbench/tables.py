@@ -336,6 +336,23 @@ def _dataset_order(ok, benchmark: str, reference_dir: str) -> tuple[list[str], d
     return order, groups
 
 
+def _measured_rows(ok) -> list[Row]:
+    """A row per variant of the finished records `ok`, a cell per dataset (mean over seeds), baselines first."""
+    rows = []
+    if not ok.empty:
+        for variant, sub in ok.groupby("variant", sort=False):
+            cells = {d: _cell(s["value"]) for d, s in sub.groupby("dataset")}
+            rows.append(Row(variant, "ours", cells, params_m=_params_m(sub, paper=True), key=sub["key"].iloc[0]))
+    rows.sort(key=lambda r: (r.key not in ("full", "linear"), r.label))
+    return rows
+
+
+def _published_row(key: str, sub, cells: dict[str, Cell]) -> Row:
+    """The row of one published configuration (`sub`: its rows of `published()`)."""
+    return Row(f"{sub['label'].iloc[0]} (published)", f"published: {sub['source'].iloc[0]}", cells,
+               params_m=float(sub["params_m"].iloc[0]) if sub["params_m"].notna().any() else None, key=key)
+
+
 def grouped_table(frame, benchmark: str, name: str, title: str, search: tuple[str, ...] = (),
                   reference_dir: str = REFERENCE_DIR, with_published: bool = True,
                   only_measured_datasets: bool = False) -> Table:
@@ -362,17 +379,10 @@ def grouped_table(frame, benchmark: str, name: str, title: str, search: tuple[st
         printed = sub[sub["dataset"] == "mean:groups"]["value"]
         if len(printed):  # the paper's own average (from unrounded numbers), not ours from its rounded columns
             cells["mean:groups"] = _cell(printed)
-        src = sub["source"].iloc[0]
-        pub_rows[key] = Row(f"{sub['label'].iloc[0]} (published)", f"published: {src}", cells,
-                            params_m=float(sub["params_m"].iloc[0]) if sub["params_m"].notna().any() else None,
-                            key=key)
-    ours = []
-    if not ok.empty:
-        for variant, sub in ok.groupby("variant", sort=False):
-            cells = {d: _cell(s["value"]) for d, s in sub.groupby("dataset")}
-            _add_means(cells, order, groups, gnames)
-            ours.append(Row(variant, "ours", cells, params_m=_params_m(sub, paper=True), key=sub["key"].iloc[0]))
-    ours.sort(key=lambda r: (r.key not in ("full", "linear"), r.label))
+        pub_rows[key] = _published_row(key, sub, cells)
+    ours = _measured_rows(ok)
+    for row in ours:
+        _add_means(row.cells, order, groups, gnames)
     table.rows += _with_deltas(ours + list(pub_rows.values()))
     table.notes += [
         "Top-1 (%) on the test split; a cell is the mean over seeds (+- sample std when there are several, "
@@ -417,17 +427,9 @@ def seg_table(frame, search: tuple[str, ...] = (), reference_dir: str = REFERENC
         backbones = ", ".join(sorted({lab.rsplit("(", 1)[-1].rstrip(")") for lab in pub["label"]}))
         columns.append(Column(SEG_PUBLISHED, f"V-PETL Bench setting, {backbones}", "Published"))
     table = Table("seg", "ADE20K semantic segmentation (150 classes, 512x512): single-scale mIoU (%)", columns)
-    rows = []
-    if not ok.empty:
-        for variant, sub in ok.groupby("variant", sort=False):
-            rows.append(Row(variant, "ours", {d: _cell(x["value"]) for d, x in sub.groupby("dataset")},
-                            params_m=_params_m(sub, paper=True), key=sub["key"].iloc[0]))
-    rows.sort(key=lambda r: (r.key not in ("full", "linear"), r.label))
-    for key, sub in pub.groupby("key", sort=False):
-        rows.append(Row(f"{sub['label'].iloc[0]} (published)", f"published: {sub['source'].iloc[0]}",
-                        {SEG_PUBLISHED: _cell(sub["value"])},
-                        params_m=float(sub["params_m"].iloc[0]) if sub["params_m"].notna().any() else None, key=key))
-    table.rows += rows
+    table.rows += _measured_rows(ok)
+    table.rows += [_published_row(key, sub, {SEG_PUBLISHED: _cell(sub["value"])})
+                   for key, sub in pub.groupby("key", sort=False)]
     table.notes += [
         "mIoU (%) over the 150 classes, single scale, of the final iteration on the validation split (ADE20K's "
         "test labels are not public; the papers report validation), computed by mmsegmentation's IoUMetric. A cell "

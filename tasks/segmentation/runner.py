@@ -32,7 +32,7 @@ from petlbench.atomic import atomic_write_bytes
 from petlbench.data import DataError
 from petlbench.engine import NonFiniteLoss
 from petlbench.errors import ConfigError
-from petlbench.run import RunSpec, base_record
+from petlbench.run import RunSpec, base_record, finished_record, loader_workers, run_name
 from petlbench.store import ResultStore
 
 from . import ade_folder, check_split, config_path
@@ -224,6 +224,12 @@ def load_seg_tuned(segmentor, path: str) -> None:
             own[k].copy_(t)
 
 
+def _shown_config_path(path: str) -> str:
+    """A shipped config as "configs/<name>.py" (relative to this package), a user's config as given."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    return os.path.relpath(path, here) if path.startswith(here) else path
+
+
 def execute(spec: RunSpec, data_root: str, store: ResultStore, out_dir: str, force: bool = False,
             progress: Callable | None = None) -> dict[str, Any]:
     """Run a segmentation `spec` unless the store holds its finished record (then return that record)."""
@@ -233,17 +239,15 @@ def execute(spec: RunSpec, data_root: str, store: ResultStore, out_dir: str, for
 
     task, p, ex = spec.task, spec.protocol, spec.execution
     check_protocol(spec)
-    chash = spec.config_hash
-    done = store.get(task.benchmark, chash)
-    if done is not None and done.get("status") == "ok" and not force:
-        log.info("%s/%s already in the store (%s): skipped", task.name, spec.method.name, chash)
+    done = finished_record(spec, store, force)
+    if done is not None:
         return done
     ade_root = ade_folder(data_root)
     run_dir = os.path.join(out_dir, task.benchmark)
-    workers = min(8, os.cpu_count() or 1) if ex.num_workers < 0 else ex.num_workers
+    workers = loader_workers(ex)
     for split in (p.train_split, p.test_split):  # cheap checks first: every pair of both splits, before any model
         check_split(task.samples(data_root, split), cache_dir=os.path.join(run_dir, ".checked"), workers=workers)
-    stem = f"{task.name.split('/', 1)[1]}_{spec.method.name}_{chash}"
+    stem = run_name(spec)
     work_dir = os.path.join(run_dir, stem)
     world = int(os.environ.get("WORLD_SIZE", "1"))
     cfg = build_config(spec, ade_root, work_dir, world, workers)
@@ -256,8 +260,7 @@ def execute(spec: RunSpec, data_root: str, store: ResultStore, out_dir: str, for
         **base_record(spec),
         "selection": "final iteration, evaluated on the validation split (ADE20K's test labels are not public; "
                      "the papers report validation mIoU, single scale)",
-        "seg_config": os.path.relpath(cfg.filename, os.path.dirname(os.path.abspath(__file__)))
-        if cfg.filename.startswith(os.path.dirname(os.path.abspath(__file__))) else cfg.filename,
+        "seg_config": _shown_config_path(cfg.filename),
         "params": param_counts(model), "world_size": get_world_size(),
         "device": "cuda" if torch.cuda.is_available() else "cpu",
     }
