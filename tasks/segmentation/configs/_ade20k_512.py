@@ -1,5 +1,5 @@
 # ADE20K (ADEChallengeData2016), 512x512 crops: dataset, pipelines, evaluation and runtime, as mmsegmentation
-# 1.2's configs/_base_/datasets/ade20k.py, default_runtime.py and schedule_160k.py. Shared by the petlbench
+# 1.2's configs/_base_/datasets/ade20k.py, default_runtime.py and schedule_160k.py, and the segmentor skeleton. Shared by the petlbench
 # ADE20K configs; runnable with mmseg's tools/train.py as well as through `petlbench run --task seg/...`.
 custom_imports = dict(imports=["petlbench.tasks.segmentation.backbone"], allow_failed_imports=False)
 default_scope = "mmseg"
@@ -43,6 +43,18 @@ data_preprocessor = dict(
     type="SegDataPreProcessor", mean=[123.675, 116.28, 103.53], std=[58.395, 57.12, 57.375],
     bgr_to_rgb=True, pad_val=0, seg_pad_val=255, size=crop_size)
 norm_cfg = dict(type="SyncBN", requires_grad=True)  # petlbench uses BN in a single-process run
+# The segmentor around a PETL-wrapped timm ViT; each config adds the ViT's name, weights and levels, and the heads.
+model = dict(
+    type="EncoderDecoder",
+    data_preprocessor=data_preprocessor,
+    pretrained=None,
+    backbone=dict(
+        type="PETLViT",
+        method="repadapter",
+        method_cfg=dict(train_bias=True),  # RepAdapter as the paper: adapters + every backbone bias
+        img_size=512,  # the 14x14 position embedding is resampled to 32x32 when the weights load
+        drop_path_rate=0.0),
+    train_cfg=dict())
 
 train_cfg = dict(type="IterBasedTrainLoop", max_iters=160000, val_interval=16000)
 val_cfg = dict(type="ValLoop")

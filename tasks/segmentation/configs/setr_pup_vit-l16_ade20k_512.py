@@ -6,18 +6,10 @@
 _base_ = ["./_ade20k_512.py"]
 num_classes = 150
 model = dict(
-    type="EncoderDecoder",
-    data_preprocessor={{_base_.data_preprocessor}},
-    pretrained=None,
     backbone=dict(
-        type="PETLViT",
         backbone="vit_large_patch16_224",
         weights="vit_large_patch16_224.orig_in21k",  # timm tag, or a local checkpoint file
-        method="repadapter",
-        method_cfg=dict(train_bias=True),
-        img_size=512,  # the 14x14 position embedding is resampled to 32x32 when the weights load
-        out_indices=(9, 14, 19, 23),
-        drop_path_rate=0.0),
+        out_indices=(9, 14, 19, 23)),
     decode_head=dict(
         type="SETRUPHead", in_channels=1024, channels=256, in_index=3, num_classes=num_classes,
         dropout_ratio=0, norm_cfg={{_base_.norm_cfg}}, num_convs=4, up_scale=2, kernel_size=3,
@@ -28,7 +20,6 @@ model = dict(
              kernel_size=3, align_corners=False,
              loss_decode=dict(type="CrossEntropyLoss", use_sigmoid=False, loss_weight=0.4))
         for i in (0, 1, 2)],
-    train_cfg=dict(),
     test_cfg=dict(mode="slide", crop_size=(512, 512), stride=(341, 341)))
 optim_wrapper = dict(
     type="OptimWrapper",

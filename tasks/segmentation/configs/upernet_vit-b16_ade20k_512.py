@@ -4,18 +4,10 @@
 _base_ = ["./_ade20k_512.py"]
 num_classes = 150
 model = dict(
-    type="EncoderDecoder",
-    data_preprocessor={{_base_.data_preprocessor}},
-    pretrained=None,
     backbone=dict(
-        type="PETLViT",
         backbone="vit_base_patch16_224",
         weights="vit_base_patch16_224.orig_in21k",
-        method="repadapter",
-        method_cfg=dict(train_bias=True),
-        img_size=512,
-        out_indices=(2, 5, 8, 11),
-        drop_path_rate=0.0),
+        out_indices=(2, 5, 8, 11)),
     neck=dict(type="MultiLevelNeck", in_channels=[768, 768, 768, 768], out_channels=768, scales=[4, 2, 1, 0.5]),
     decode_head=dict(
         type="UPerHead", in_channels=[768, 768, 768, 768], in_index=[0, 1, 2, 3], pool_scales=(1, 2, 3, 6),
@@ -25,7 +17,6 @@ model = dict(
         type="FCNHead", in_channels=768, in_index=3, channels=256, num_convs=1, concat_input=False,
         dropout_ratio=0.1, num_classes=num_classes, norm_cfg={{_base_.norm_cfg}}, align_corners=False,
         loss_decode=dict(type="CrossEntropyLoss", use_sigmoid=False, loss_weight=0.4)),
-    train_cfg=dict(),
     test_cfg=dict(mode="whole"))
 optim_wrapper = dict(
     type="OptimWrapper",
