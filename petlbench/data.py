@@ -163,13 +163,21 @@ def collate_skip(batch):
     return images, labels, bad
 
 
-def resize_to_uint8(size: int, interpolation: str = "bicubic") -> Callable:
-    """PIL -> uint8 CHW tensor at size x size (the VTAB protocol: a plain resize, no crop)."""
+def resize_to_uint8(size: int, interpolation: str = "bicubic", crop_pct: float = 1.0) -> Callable:
+    """PIL -> uint8 CHW tensor at size x size: a square resize to size / crop_pct, then a centre crop of size
+    (crop_pct 1: the VTAB protocol's plain resize; 0.875 at 224: NOAH's Resize((256, 256)) + CenterCrop(224))."""
     from torchvision.transforms import InterpolationMode, PILToTensor, Resize
 
     mode = InterpolationMode(interpolation)
-    resize, to_tensor = Resize((size, size), interpolation=mode, antialias=True), PILToTensor()
-    return lambda img: to_tensor(resize(img))
+    to_tensor = PILToTensor()
+    if crop_pct >= 1.0:
+        resize = Resize((size, size), interpolation=mode, antialias=True)
+        return lambda img: to_tensor(resize(img))
+    from torchvision.transforms import CenterCrop
+
+    scaled = int(size / crop_pct + 1e-6)  # NOAH: int((256 / 224) * input_size)
+    resize, crop = Resize((scaled, scaled), interpolation=mode, antialias=True), CenterCrop(size)
+    return lambda img: to_tensor(crop(resize(img)))
 
 
 @dataclass
@@ -185,10 +193,12 @@ class TensorData:
 
 
 def decode_all(samples: Sequence[Sample], size: int, interpolation: str = "bicubic", on_bad: OnBad = "fail",
-               num_workers: int = 0, progress: Callable[[int, int], None] | None = None) -> TensorData:
-    """Decode and resize every sample once into a uint8 tensor (the no-augmentation protocols: VTAB-1k).
-    Workers decode in parallel; undecodable images fail or are skipped and counted, by `on_bad`."""
-    ds = ImageDataset(samples, resize_to_uint8(size, interpolation), on_bad)
+               num_workers: int = 0, progress: Callable[[int, int], None] | None = None,
+               crop_pct: float = 1.0) -> TensorData:
+    """Decode and resize (`resize_to_uint8`) every sample once into a uint8 tensor (the no-augmentation
+    protocols: VTAB-1k; every evaluation split). Workers decode in parallel; undecodable images fail or are
+    skipped and counted, by `on_bad`."""
+    ds = ImageDataset(samples, resize_to_uint8(size, interpolation, crop_pct), on_bad)
     loader = DataLoader(ds, batch_size=64, num_workers=num_workers, collate_fn=collate_skip)
     images = torch.empty((len(ds), 3, size, size), dtype=torch.uint8)
     labels = torch.empty(len(ds), dtype=torch.long)

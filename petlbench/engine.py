@@ -1,10 +1,13 @@
 """The training loop: one function a reader can follow top to bottom (nanoGPT / DINO style).
 
-    for epoch:                        lr from a precomputed warm-up + cosine schedule, per step
-        for batch:                    uint8 -> float on the device, normalise, (mixup/cutmix), autocast
+    for epoch:                        lr: per step (precomputed warm-up + cosine), or timm's CosineLRScheduler
+                                      stepped with step(epoch) after the epoch (the authors' scripts)
+        for batch:                    uint8 -> float on the device, normalise, (random erasing), (mixup/cutmix),
+                                      autocast (fp16: with a GradScaler)
             loss / grad_accum -> backward; every grad_accum micro-batches: optimizer step
             non-finite loss -> NonFiniteLoss (the run is recorded as failed, with the reason)
-        every eval_every epochs:      top-1 on each evaluation set, one JSON line per evaluation
+        every epoch:                  one JSON line (epoch, lr, loss; top-1s when it evaluated)
+        evaluation epochs:            top-1 on each evaluation set (is_eval_epoch: RepAdapter's or NOAH's cadence)
         after each evaluation:        a resume state (tuned tensors + optimizer + epoch), written atomically
 
 Under torchrun (several processes, see distributed.py) the same loop runs on every rank: the model is wrapped in
@@ -38,6 +41,7 @@ log = logging.getLogger(__name__)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+INCEPTION_MEAN = INCEPTION_STD = (0.5, 0.5, 0.5)
 
 
 class NonFiniteLoss(PETLBenchError):
@@ -84,6 +88,60 @@ def seed_everything(seed: int) -> None:
     torch.cuda.manual_seed_all(seed)
 
 
+def is_eval_epoch(epoch: int, epochs: int, eval_every: int, phase: str = "end") -> bool:
+    """Whether 0-based `epoch` ends with an evaluation: phase "end" after epochs k, 2k, ... (RepAdapter's
+    `ep % 10 == 9`), "start" after epochs 1, k+1, ... (NOAH's `epoch % val_interval == 0`); always after the last."""
+    if epoch + 1 == epochs:
+        return True
+    return (epoch + 1) % eval_every == 0 if phase == "end" else epoch % eval_every == 0
+
+
+def build_optimizer(model: nn.Module, optimizer: str, lr: float, weight_decay: float, momentum: float = 0.9,
+                    decay_filter: str = "all", fused: bool = False) -> torch.optim.Optimizer:
+    """The optimizer over the trainable parameters. decay_filter "all": one group, every trainable tensor decays
+    (RepAdapter's `AdamW(trainable, ...)`); "timm": timm's create_optimizer_v2 with filter_bias_and_bn=True (1-D
+    tensors, biases and `model.no_weight_decay()` names get no decay; NOAH's `create_optimizer`). Note timm's
+    "sgd" is Nesterov SGD."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise PETLBenchError("the model has no trainable parameters")
+    extra = {"fused": True} if fused else {}
+    if decay_filter == "timm":
+        from timm.optim import create_optimizer_v2
+
+        return create_optimizer_v2(model, opt=optimizer, lr=lr, weight_decay=weight_decay, momentum=momentum,
+                                   filter_bias_and_bn=True, **extra)
+    if optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, **extra)
+    return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay, **extra)
+
+
+def epoch_scheduler(opt: torch.optim.Optimizer, epochs: int, warmup_epochs: int, warmup_lr: float, min_lr: float):
+    """timm's CosineLRScheduler as RepAdapter (train.py:134-135) and NOAH (timm create_scheduler) build it; the
+    caller steps it with step(epoch) after each epoch. It sets the lr to warmup_lr at construction, so the first
+    two epochs train at warmup_lr, and the cosine starts at t = warmup_epochs (no warm-up prefix): the peak is
+    below lr."""
+    from timm.scheduler import CosineLRScheduler
+
+    return CosineLRScheduler(opt, t_initial=epochs, lr_min=min_lr, warmup_t=warmup_epochs,
+                             warmup_lr_init=warmup_lr, cycle_decay=0.1, t_in_epochs=True)
+
+
+def epoch_lrs(epochs: int, lr: float, warmup_epochs: int, warmup_lr: float, min_lr: float,
+              schedule: str = "timm_epoch") -> list[float]:
+    """The learning rate each epoch trains at under `schedule` ("timm_epoch"; for "per_step", the lr of each
+    epoch's first step with one step per epoch), from the scheduler itself on a throw-away optimizer."""
+    if schedule == "per_step":
+        return lr_schedule(epochs, warmup_epochs, lr, warmup_lr, min_lr)
+    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=lr)
+    sched = epoch_scheduler(opt, epochs, warmup_epochs, warmup_lr, min_lr)
+    out = []
+    for epoch in range(epochs):
+        out.append(opt.param_groups[0]["lr"])
+        sched.step(epoch)
+    return out
+
+
 def lr_schedule(total_steps: int, warmup_steps: int, lr: float, warmup_lr: float, min_lr: float) -> list[float]:
     """Per-step learning rates: linear warm-up from warmup_lr to lr, then cosine from lr to min_lr."""
     out = []
@@ -97,7 +155,8 @@ def lr_schedule(total_steps: int, warmup_steps: int, lr: float, warmup_lr: float
 
 
 class TensorBatches:
-    """Batches of a decoded split (uint8 images and labels), shuffled per epoch by a seeded generator.
+    """Batches of a decoded split (uint8 images and labels), shuffled per epoch by a seeded generator;
+    `drop_last`: the last partial batch of each epoch is dropped (RepAdapter's and NOAH's training loaders).
 
     `batch_size` is the global batch. With `world` > 1 processes (default: the process group's), process
     `rank` yields only its slice of each batch (slice sizes differ by at most one; a slice may be empty), so
@@ -105,20 +164,22 @@ class TensorBatches:
     same permutation from the same seed, and all ranks yield the same number of batches."""
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int, shuffle: bool, seed: int = 0,
-                 rank: int | None = None, world: int | None = None):
+                 rank: int | None = None, world: int | None = None, drop_last: bool = False):
         self.images, self.labels, self.batch_size, self.shuffle = images, labels, batch_size, shuffle
+        self.drop_last = drop_last and len(labels) >= batch_size  # a split smaller than one batch keeps it
         self.gen = torch.Generator().manual_seed(seed)
         self.rank = distributed.rank() if rank is None else rank
         self.world = distributed.world_size() if world is None else world
 
     def __len__(self) -> int:
-        return math.ceil(len(self.labels) / self.batch_size)
+        n = len(self.labels)
+        return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         n = len(self.labels)
         order = torch.randperm(n, generator=self.gen) if self.shuffle else torch.arange(n)
         order = order.to(self.images.device)
-        for i in range(0, n, self.batch_size):
+        for i in range(0, len(self) * self.batch_size if self.drop_last else n, self.batch_size):
             idx = order[i:i + self.batch_size]
             if self.world > 1:
                 idx = idx.tensor_split(self.world)[self.rank]
@@ -168,7 +229,7 @@ def autocast_for(device: torch.device, amp: str):
 
 
 @torch.inference_mode()
-def evaluate(model: nn.Module, ev: EvalSet, device: torch.device, normalize: bool, amp: str = "auto",
+def evaluate(model: nn.Module, ev: EvalSet, device: torch.device, normalize=True, amp: str = "auto",
              channels_last: bool = False) -> dict[str, float]:
     """Top-1 accuracy (%) and sample count of `model` on `ev`. In a distributed run each rank passes its
     shard of the set (TensorBatches does that) and every rank gets the top-1 and count of the whole set."""
@@ -197,11 +258,13 @@ def evaluate(model: nn.Module, ev: EvalSet, device: torch.device, normalize: boo
     return {"top1": 100.0 * correct / max(1, total), "n": total}
 
 
-def _norm_tensors(device: torch.device, normalize: bool):
-    if not normalize:
+def _norm_tensors(device: torch.device, normalize):
+    """(mean, std) tensors for `normalize`: True = ImageNet's, False/None = none, or a (mean, std) pair."""
+    if normalize is None or normalize is False:
         return None, None
-    return (torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1),
-            torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1))
+    mean, std = (IMAGENET_MEAN, IMAGENET_STD) if normalize is True else normalize
+    return (torch.tensor(mean, device=device).view(1, 3, 1, 1),
+            torch.tensor(std, device=device).view(1, 3, 1, 1))
 
 
 def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -211,15 +274,21 @@ def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
 def train(model: nn.Module, train_batches: Iterable, evals: list[EvalSet], *, epochs: int, lr: float,
           weight_decay: float, optimizer: str = "adamw", momentum: float = 0.9, warmup_epochs: int = 0,
           warmup_lr: float = 1e-6, min_lr: float = 0.0, label_smoothing: float = 0.0, mixup: float = 0.0,
-          cutmix: float = 0.0, num_classes: int = 0, eval_every: int = 1, normalize: bool = True,
-          select_on: str | None = None, execution: Execution | None = None, seed: int = 0,
-          log_path: str | None = None, resume_path: str | None = None,
+          cutmix: float = 0.0, num_classes: int = 0, eval_every: int = 1, eval_phase: str = "end",
+          normalize=True, schedule: str = "per_step", decay_filter: str = "all", random_erasing: float = 0.0,
+          re_mode: str = "pixel", re_count: int = 1, select_on: str | None = None,
+          execution: Execution | None = None, seed: int = 0, log_path: str | None = None,
+          resume_path: str | None = None,
           progress: Callable[[str, int, int, dict], None] | None = None) -> TrainResult:
-    """Train the trainable parameters of `model`; evaluate every `eval_every` epochs (and after the last).
+    """Train the trainable parameters of `model`; evaluate after the epochs `is_eval_epoch` picks.
 
-    `select_on`: the evaluation set whose best top-1 picks `best_state` (the tuned tensors kept for the
-    report); None keeps the last. `resume_path`: where a resume state is written after each evaluation and
-    read at start if present.
+    `schedule`: "per_step" (warm-up + cosine at every optimizer step) or "timm_epoch" (timm's CosineLRScheduler
+    stepped with step(epoch) after each epoch). `decay_filter`: see `build_optimizer`. `normalize`: True
+    (ImageNet mean/std), False, or a (mean, std) pair. `random_erasing` > 0: timm's RandomErasing on the
+    normalised batch, on the device (timm's prefetcher path), before Mixup. `select_on`: the evaluation set whose
+    best top-1 picks `best_state` (the tuned tensors kept for the report); None keeps the last. `log_path`: one
+    JSON line per epoch (epoch, lr the epoch trained at, mean loss; top-1s where it evaluated). `resume_path`:
+    where a resume state is written after each evaluation and read at start if present.
 
     In a distributed run (distributed.setup done) every rank calls this with its own shard of the batches
     (TensorBatches, or a loader with a `set_epoch(epoch)` hook, called every epoch); each optimizer step then
@@ -227,26 +296,28 @@ def train(model: nn.Module, train_batches: Iterable, evals: list[EvalSet], *, ep
     same history and best_state; only rank 0 writes `log_path` and `resume_path`."""
     ex = execution or Execution()
     device = resolve_device(ex.device)
+    amp_mode = ("bf16" if device.type == "cuda" else "off") if ex.amp == "auto" else ex.amp
     autocast = autocast_for(device, ex.amp)
+    # fp16 needs loss scaling (its gradients underflow); bf16 has fp32's range and needs none.
+    scaler = torch.amp.GradScaler(device.type) if amp_mode == "fp16" else None
     model.to(device)
     if ex.channels_last and not any(p.dim() == 5 for p in model.parameters()):  # (video Conv3d: no 2-D layout)
         model.to(memory_format=torch.channels_last)
-    params = [p for p in model.parameters() if p.requires_grad]
-    if not params:
-        raise PETLBenchError("the model has no trainable parameters")
-    fused = {"fused": True} if device.type == "cuda" else {}
-    if optimizer == "adamw":
-        opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, **fused)
-    else:
-        opt = torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay, **fused)
+    opt = build_optimizer(model, optimizer, lr, weight_decay, momentum, decay_filter, fused=device.type == "cuda")
     steps_per_epoch = math.ceil(len(train_batches) / ex.grad_accum)
-    schedule = lr_schedule(epochs * steps_per_epoch, warmup_epochs * steps_per_epoch, lr, warmup_lr, min_lr)
+    step_lrs = lr_schedule(epochs * steps_per_epoch, warmup_epochs * steps_per_epoch, lr, warmup_lr, min_lr)
+    sched = epoch_scheduler(opt, epochs, warmup_epochs, warmup_lr, min_lr) if schedule == "timm_epoch" else None
     mixer = None
     if mixup > 0 or cutmix > 0:
         from timm.data import Mixup
 
         mixer = Mixup(mixup_alpha=mixup, cutmix_alpha=cutmix, label_smoothing=label_smoothing,
                       num_classes=num_classes)
+    eraser = None
+    if random_erasing > 0:
+        from timm.data.random_erasing import RandomErasing
+
+        eraser = RandomErasing(random_erasing, mode=re_mode, max_count=re_count, device=device)
     ddp, world = distributed.is_distributed(), distributed.world_size()
     net = model  # what trains; `model` (unwrapped) is what is evaluated and saved
     if ddp:
@@ -265,7 +336,11 @@ def train(model: nn.Module, train_batches: Iterable, evals: list[EvalSet], *, ep
             for n, t in state["tuned"].items():
                 named[n].copy_(t)
         opt.load_state_dict(state["optimizer"])
+        if scaler is not None and state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
         start_epoch, best = state["epoch"], state["best"]
+        if sched is not None and start_epoch > 0:
+            sched.step(start_epoch - 1)  # the lr of the epoch that resumes
         result.history = json.loads(state["history"])
         result.best_state = state.get("best_state") or None
         rng, data_rng = state["rng"], state["data_rng"]
@@ -282,10 +357,13 @@ def train(model: nn.Module, train_batches: Iterable, evals: list[EvalSet], *, ep
             train_batches.set_epoch(epoch)  # a DistributedSampler's shuffle: new each epoch, the same on all ranks
         net.train()
         t0, loss_sum, n_batches = time.perf_counter(), 0.0, 0
+        epoch_lr = opt.param_groups[0]["lr"]
         opt.zero_grad(set_to_none=True)
         for i, (x, y) in enumerate(train_batches):
             x = _to_input(x, device, mean, std, ex.channels_last)
             y = y.to(device, non_blocking=True)
+            if eraser is not None and len(x):
+                x = eraser(x)  # in normalised space: erased pixels are N(0, 1) noise there (mode "pixel")
             if mixer is not None and len(x) % 2:  # timm's Mixup pairs samples: an odd batch (shard) loses one
                 x, y = x[:-1], y[:-1]
             do_step = (i + 1) % ex.grad_accum == 0 or i + 1 == len(train_batches)
@@ -303,10 +381,10 @@ def train(model: nn.Module, train_batches: Iterable, evals: list[EvalSet], *, ep
                     with autocast():
                         logits = fwd(x)
                     logits = logits.float()
-                    if mixer is not None:
+                    if mixer is not None:  # timm's SoftTargetCrossEntropy
                         loss = torch.sum(-y * F.log_softmax(logits, dim=-1), dim=-1)
                         loss = loss.sum() if ddp else loss.mean()
-                    else:
+                    else:  # equals timm's LabelSmoothingCrossEntropy for label_smoothing > 0
                         loss = F.cross_entropy(logits, y, label_smoothing=label_smoothing,
                                                reduction="sum" if ddp else "mean")
                     if ddp:
@@ -320,22 +398,32 @@ def train(model: nn.Module, train_batches: Iterable, evals: list[EvalSet], *, ep
                         batch_loss, n = loss.item(), n_local
                     if not math.isfinite(batch_loss):
                         raise NonFiniteLoss(f"loss is {batch_loss} at epoch {epoch + 1}, batch {i + 1}")
-                    (loss / ex.grad_accum).backward()
+                    scaled = loss / ex.grad_accum
+                    (scaler.scale(scaled) if scaler is not None else scaled).backward()
                 if n:
                     loss_sum += batch_loss
                     n_batches += 1
                 result.images_seen += n_local
             if do_step:
-                for g in opt.param_groups:
-                    g["lr"] = schedule[min(step, len(schedule) - 1)]
-                opt.step()
+                if sched is None:
+                    for g in opt.param_groups:
+                        g["lr"] = step_lrs[min(step, len(step_lrs) - 1)]
+                    epoch_lr = opt.param_groups[0]["lr"]
+                if scaler is not None:
+                    scaler.step(opt)  # skips the step when the scaled gradients overflowed
+                    scaler.update()
+                else:
+                    opt.step()
                 opt.zero_grad(set_to_none=True)
                 step += 1
+        if sched is not None:
+            sched.step(epoch)  # the next epoch's lr, as RepAdapter's and NOAH's loops step it
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         t_train += time.perf_counter() - t0
-        info = {"epoch": epoch + 1, "loss": loss_sum / max(1, n_batches), "lr": opt.param_groups[0]["lr"]}
-        if (epoch + 1) % eval_every == 0 or epoch + 1 == epochs:
+        info = {"epoch": epoch + 1, "loss": loss_sum / max(1, n_batches), "lr": epoch_lr}
+        evaluated = is_eval_epoch(epoch, epochs, eval_every, eval_phase)
+        if evaluated:
             for ev in evals:
                 info[ev.name] = evaluate(model, ev, device, normalize, ex.amp, ex.channels_last)["top1"]
             score = info.get(select_on, 0.0) if select_on else float(epoch)
@@ -344,11 +432,12 @@ def train(model: nn.Module, train_batches: Iterable, evals: list[EvalSet], *, ep
                 result.best_state = trainable_state(model)
                 info["selected"] = True
             result.history.append(info)
-            if log_path and distributed.is_main():
-                with open(log_path, "a", encoding="utf-8") as f:
-                    f.write(json.dumps(info) + "\n")
+        if log_path and distributed.is_main():
+            with open(log_path, "a", encoding="utf-8") as f:
+                f.write(json.dumps(info) + "\n")
+        if evaluated:
             if resume_path:
-                _save_resume(resume_path, model, opt, epoch + 1, best, result, train_batches)
+                _save_resume(resume_path, model, opt, epoch + 1, best, result, train_batches, scaler)
             log.info("epoch %d: %s", epoch + 1, {k: v for k, v in info.items() if k != "epoch"})
         if progress:
             progress("train", epoch + 1, epochs, info)
@@ -359,7 +448,7 @@ def train(model: nn.Module, train_batches: Iterable, evals: list[EvalSet], *, ep
 
 
 def _save_resume(path: str, model: nn.Module, opt, epoch: int, best: float, result: TrainResult,
-                 train_batches) -> None:
+                 train_batches, scaler=None) -> None:
     """Write the resume state (rank 0 only; called on every rank, for the generators of each)."""
     from .checkpoint import atomic_write_bytes
 
@@ -371,6 +460,8 @@ def _save_resume(path: str, model: nn.Module, opt, epoch: int, best: float, resu
     state = {"tuned": trainable_state(model), "optimizer": opt.state_dict(), "epoch": epoch, "best": best,
              "history": json.dumps(result.history), "best_state": result.best_state or {},
              "rng": rng, "data_rng": data_rng}
+    if scaler is not None:
+        state["scaler"] = scaler.state_dict()
     if len(ranks) > 1:
         state["rng_ranks"] = ranks
     atomic_write_bytes(path, lambda tmp: torch.save(state, tmp))

@@ -39,18 +39,35 @@ log = logging.getLogger(__name__)
 # Protocol fields added after records were first written, with their defaults: hashed only when set otherwise,
 # so every existing record keeps its config hash (and is still found, not rerun).
 HASHED_WHEN_SET = {"protocol": {"head_init": "random", "num_frames": 8, "frame_sampling": "dense", "frame_stride": 4,
-                                 "test_clips": 1, "test_crops": 1, "seg_config": "", "max_iters": 0},
+                                 "test_clips": 1, "test_crops": 1, "seg_config": "", "max_iters": 0,
+                                 "eval_phase": "end", "recipe": "", "schedule": "per_step", "decay_filter": "all",
+                                 "augment": "petlbench", "color_jitter": 0.0, "re_mode": "pixel", "re_count": 1,
+                                 "test_crop_pct": 1.0, "drop_last": False},
                    "method_cfg": {"dw_adapter": "dense", "train_bias": False}}
 
 
 @dataclass
 class RunSpec:
-    """Everything that defines a run's result (execution options are recorded, not hashed)."""
+    """Everything that defines a run's result. Execution options are recorded, not hashed, except the numerics
+    (mixed precision, torch.compile): a bf16 result is never returned for an fp32 request."""
 
     task: Task
     method: PETLMethod
     protocol: Protocol
     execution: Execution
+    # Where each resolved value came from (protocol field or "method.KEY" -> "task ...", "recipe ...: file:line",
+    # "override"); for `petlbench run --dry-run`, not part of the identity.
+    sources: dict[str, str] = dataclasses.field(default_factory=dict)
+
+    def numerics(self) -> dict[str, Any]:
+        """{"amp": "bf16"|"fp16", "compile": True} where the run computes other than in eager fp32; {} otherwise."""
+        out: dict[str, Any] = {}
+        amp = effective_amp(self.execution)
+        if amp != "off":
+            out["amp"] = amp
+        if self.execution.compile:
+            out["compile"] = True
+        return out
 
     def identity(self) -> dict[str, Any]:
         out = {"task": self.task.name, "method": self.method.name,
@@ -59,11 +76,24 @@ class RunSpec:
             for key, default in fields.items():
                 if out[part].get(key, default) == default:
                     out[part].pop(key, None)
+        numerics = self.numerics()
+        if numerics:  # eager fp32 runs keep the hashes they had before numerics were part of the identity
+            out["numerics"] = numerics
         return out
 
     @property
     def config_hash(self) -> str:
         return config_hash(self.identity())
+
+
+def effective_amp(ex: Execution) -> str:
+    """The autocast mode a run uses: "off", "bf16" or "fp16" ("auto": bf16 on CUDA, off on the CPU)."""
+    if ex.amp != "auto":
+        return ex.amp
+    try:
+        return "bf16" if resolve_device(ex.device).type == "cuda" else "off"
+    except PETLBenchError:
+        return "off"
 
 
 def task_method_defaults(task: Task, method: str, explicit: dict[str, Any]) -> dict[str, Any]:
@@ -85,8 +115,9 @@ def task_method_defaults(task: Task, method: str, explicit: dict[str, Any]) -> d
 
 
 def variant_of_spec(task_name: str, method: str, cfg: dict[str, Any], proto: dict[str, Any]) -> dict[str, Any]:
-    """The record's "variant": its published-table key and what differs from the task's defaults (see
-    tables.variant_fields). A task or method not registered here compares with nothing."""
+    """The record's "variant": its published-table key and what differs from the defaults of the task under the
+    record's recipe (see tables.variant_fields). A task, method or recipe not registered here compares with
+    nothing."""
     from .tables import variant_fields
 
     defaults: dict[str, Any] = {}
@@ -94,16 +125,40 @@ def variant_of_spec(task_name: str, method: str, cfg: dict[str, Any], proto: dic
     if method in METHODS:
         defaults = dataclasses.asdict(METHODS.get(method).config_cls())
         if task_name in TASKS:
-            t = TASKS.get(task_name)
-            defaults.update(task_method_defaults(t, method, cfg))
-            task_proto = dataclasses.asdict(t.protocol)
+            try:
+                base = resolve(task_name, method, {"recipe": proto["recipe"]} if "recipe" in proto else {})
+            except PETLBenchError:
+                base = None
+            if base is not None:
+                defaults = dataclasses.asdict(base.method.cfg)
+                task_proto = dataclasses.asdict(base.protocol)
     return variant_fields(method, cfg, proto, defaults, task_proto)
 
 
+def recipe_for(task: Task, name: str):
+    """The registered recipe `name` for `task` (None for ""); ConfigError when it is written for another
+    benchmark, UnknownNameError (listing the recipes) when there is none of that name."""
+    if not name:
+        return None
+    from .recipe import RECIPES
+
+    recipe = RECIPES.get(name)
+    if task.benchmark not in recipe.benchmarks:
+        fitting = [n for n in RECIPES.names() if task.benchmark in RECIPES.get(n).benchmarks]
+        raise ConfigError(f"recipe={name}: written for {', '.join(recipe.benchmarks)} tasks, not {task.name!r}; "
+                          f"recipes for {task.benchmark}: {', '.join(fitting) or 'none'}")
+    return recipe
+
+
 def resolve(task_name: str, method: str, overrides: dict[str, Any] | None = None) -> RunSpec:
-    """Build a RunSpec. Override keys: protocol fields (epochs, lr, selection, ...), execution fields (device,
-    amp, compile, ...), method options (dim, scale, ... or method.dim); an unknown or ambiguous key is an
-    error listing the accepted ones."""
+    """Build a RunSpec. Override keys: protocol fields (epochs, lr, selection, recipe, ...), execution fields
+    (device, amp, compile, ...), method options (dim, scale, ... or method.dim); an unknown or ambiguous key is an
+    error listing the accepted ones.
+
+    Resolution order (later wins): the task's protocol, the recipe's protocol (`recipe=NAME`, default the task's
+    `recipe`) and its per-method and per-dataset values, the overrides; method options: the method's defaults,
+    the recipe's settings for the method, the task's per-dataset defaults, the overrides. open_clip backbones
+    normalise with their weights' own mean/std (normalize=model) unless the recipe or an override says otherwise."""
     task = TASKS.get(task_name)
     cls = METHODS.get(method)
     proto_keys = {f.name for f in dataclasses.fields(Protocol)}
@@ -123,10 +178,32 @@ def resolve(task_name: str, method: str, overrides: dict[str, Any] | None = None
             raise ConfigError(f"override {key}=...: unknown key; accepted: {', '.join(known)}"
                               f"{did_you_mean(key, known)}")
         {"protocol": proto, "execution": exe, "method": meth}[owners[0]][key] = value
-    protocol = build_config(Protocol, {**dataclasses.asdict(task.protocol), **proto}, f"task {task.name!r} protocol")
+    recipe_name = proto.get("recipe", task.recipe)
+    if not isinstance(recipe_name, str):
+        raise ConfigError(f"override recipe={recipe_name!r}: a recipe name (see `petlbench recipes`)")
+    recipe = recipe_for(task, recipe_name)
+    sources = {k: f"task {task.name}" for k in proto_keys}
+    values = dataclasses.asdict(task.protocol)
+    if recipe is not None:
+        values.update(recipe.protocol_values(method, task.name), recipe=recipe.name)
+        sources.update(recipe.sources(method, task.name))
+        sources["recipe"] = f"task {task.name} default"
+    backbone = proto.get("backbone", values["backbone"])
+    if isinstance(backbone, str) and backbone.startswith("openclip:") and "normalize" not in proto and (
+            recipe is None or "normalize" not in recipe.protocol_cited(method, task.name)):
+        values["normalize"] = "model"  # CLIP's own mean/std, from open_clip's pretrained config
+        sources["normalize"] = "open_clip backbone: the weights' own mean/std"
+    values.update(proto)
+    sources.update({k: "override" for k in proto})
+    protocol = build_config(Protocol, values, f"task {task.name!r} protocol")
     execution = build_config(Execution, exe, "execution")
-    m = get_method(method, {**task_method_defaults(task, method, meth), **meth})
-    return RunSpec(task, m, protocol, execution)
+    recipe_meth = recipe.method_values(method, task.name) if recipe is not None else {}
+    task_meth = task_method_defaults(task, method, {**recipe_meth, **meth})
+    m = get_method(method, {**recipe_meth, **task_meth, **meth})
+    for k in dataclasses.asdict(m.cfg):
+        sources[f"method.{k}"] = ("override" if k in meth else f"task {task.name}" if k in task_meth else
+                                  sources.get(f"method.{k}", f"method {method} default"))
+    return RunSpec(task, m, protocol, execution, sources)
 
 
 # --- data -------------------------------------------------------------------------------------------------
@@ -153,27 +230,63 @@ def posterize_keep_bits(img, bits: int, **_):
 
 
 def train_transform(p: Protocol) -> Callable:
-    """Few-shot style augmentation on PIL images, ending in a uint8 tensor (normalised on the device)."""
-    from timm.data import rand_augment_transform
+    """The augmenting train transform on PIL images, ending in a uint8 CHW tensor: normalisation and random
+    erasing happen on the device, on the normalised batch (engine.train), as in timm's prefetcher path.
+
+    augment="timm": timm's create_transform(is_training=True) with the protocol's input size, scale and ratio
+    defaults, hflip, color_jitter, auto_augment, interpolation (the authors' call), in its uint8 form
+    (use_prefetcher=True). augment="petlbench": RandomResizedCrop + flip + RandAugment."""
     from torchvision import transforms as T
+
+    if p.augment == "timm":
+        from timm.data import create_transform
+
+        tf = create_transform(input_size=p.img_size, is_training=True, color_jitter=p.color_jitter,
+                              auto_augment=p.randaugment or None, interpolation=p.interpolation,
+                              re_prob=0.0, use_prefetcher=True)
+        ops = [_keep_posterize_bits(t) for t in tf.transforms]
+        return T.Compose(ops + [_to_uint8_tensor])
+    from timm.data import rand_augment_transform
 
     mode = T.InterpolationMode(p.interpolation)
     ops = [T.RandomResizedCrop(p.img_size, interpolation=mode), T.RandomHorizontalFlip()]
     if p.randaugment:
         ra = rand_augment_transform(p.randaugment, {"translate_const": int(p.img_size * 0.45),
                                                     "img_mean": (124, 116, 104)})
-        for op in ra.ops:
-            if op.name.startswith("Posterize"):
-                op.aug_fn = posterize_keep_bits
-        ops.append(ra)
+        ops.append(_keep_posterize_bits(ra))
     ops.append(T.PILToTensor())
-    if p.random_erasing > 0:
-        from timm.data.random_erasing import RandomErasing
-
-        # timm erases normalised float images; on uint8 it fills with random values in the same places.
-        erase = RandomErasing(p.random_erasing, mode="pixel", device="cpu")
-        ops.append(lambda t: (erase(t.float() / 255).clamp(0, 1) * 255).to(torch.uint8))
     return T.Compose(ops)
+
+
+def _keep_posterize_bits(t):
+    """A RandAugment transform with posterize allowed 0 bits (see posterize_keep_bits); others unchanged."""
+    for op in getattr(t, "ops", ()):
+        if op.name.startswith("Posterize"):
+            op.aug_fn = posterize_keep_bits
+    return t
+
+
+def _to_uint8_tensor(x) -> torch.Tensor:
+    """timm's prefetcher-path output (a uint8 CHW numpy array, or a tensor) as a uint8 CHW tensor."""
+    t = x if isinstance(x, torch.Tensor) else torch.from_numpy(x)
+    return t.to(torch.uint8)
+
+
+def input_normalization(p: Protocol, model=None):
+    """What engine.train / evaluate take as `normalize` for `p.normalize`: True (ImageNet), None, or the
+    (mean, std) of Inception or of the backbone's weights ("model": open_clip's pretrained config)."""
+    from .engine import INCEPTION_MEAN, INCEPTION_STD
+
+    if p.normalize == "imagenet":
+        return True
+    if p.normalize == "none":
+        return None
+    if p.normalize == "inception":
+        return INCEPTION_MEAN, INCEPTION_STD
+    from .backbones import input_normalization as backbone_normalization
+
+    name, pretrained = resolve_weights(p.backbone, p.weights)
+    return backbone_normalization(name, pretrained, model)
 
 
 class LoaderBatches:
@@ -182,7 +295,8 @@ class LoaderBatches:
     In a distributed run each process reads its share of every epoch through a DistributedSampler (same seed
     on every rank, reshuffled by `set_epoch`; `batch_size` is then this process's micro-batch)."""
 
-    def __init__(self, ds: ImageDataset, batch_size: int, shuffle: bool, workers: int, seed: int):
+    def __init__(self, ds: ImageDataset, batch_size: int, shuffle: bool, workers: int, seed: int,
+                 drop_last: bool = False):
         from torch.utils.data import DataLoader, DistributedSampler
 
         self.ds = ds
@@ -192,7 +306,7 @@ class LoaderBatches:
                                           seed=seed) if distributed.is_distributed() else None
         self.loader = DataLoader(ds, batch_size=batch_size, shuffle=shuffle and self.sampler is None,
                                  sampler=self.sampler, num_workers=workers, collate_fn=collate_skip,
-                                 generator=self.gen, persistent_workers=workers > 0)
+                                 generator=self.gen, persistent_workers=workers > 0, drop_last=drop_last)
 
     def set_epoch(self, epoch: int) -> None:
         """Called by the engine before each epoch: the distributed sampler's shuffle for that epoch."""
@@ -238,16 +352,19 @@ def load_split(task: Task, root: str, split: str, p: Protocol, ex: Execution, tr
         ds = video_dataset(task, present, p, train_mode, ex.on_bad_image)
         ds.bad.items.extend((s.path, "file does not exist") for s in missing)
         return LoaderBatches(ds, bs // world if train_mode else ex.eval_batch_size, train_mode, loader_workers(ex),
-                             p.seed), ds.bad
+                             p.seed, drop_last=train_mode and p.drop_last), ds.bad
     if train_mode and augmented(p):
         ds = ImageDataset(samples, train_transform(p), ex.on_bad_image)
-        return LoaderBatches(ds, bs // world, True, loader_workers(ex), p.seed), ds.bad
-    data = decode_all(samples, p.img_size, p.interpolation, ex.on_bad_image, loader_workers(ex))
+        return LoaderBatches(ds, bs // world, True, loader_workers(ex), p.seed, drop_last=p.drop_last), ds.bad
+    # Decoded once: the train split as the test transform (no augmentation), or an evaluation split.
+    data = decode_all(samples, p.img_size, p.interpolation, ex.on_bad_image, loader_workers(ex),
+                      crop_pct=p.test_crop_pct)
     on_device = ex.data_on_device == "yes" or (
         ex.data_on_device == "auto" and device.type == "cuda"
         and data.images.numel() < 0.25 * torch.cuda.mem_get_info(device)[0])
     images, labels = (data.images.to(device), data.labels.to(device)) if on_device else (data.images, data.labels)
-    return TensorBatches(images, labels, bs, shuffle=train_mode, seed=p.seed), data.bad
+    return TensorBatches(images, labels, bs, shuffle=train_mode, seed=p.seed,
+                         drop_last=train_mode and p.drop_last), data.bad
 
 
 def evaluate_targets(task: Task, model, data_root: str, p: Protocol, ex: Execution, device) -> dict[str, Any]:
@@ -262,7 +379,8 @@ def evaluate_targets(task: Task, model, data_root: str, p: Protocol, ex: Executi
             out[name] = {"status": "absent", "reason": str(e)}
             log.info("target %s skipped: %s", name, e)
             continue
-        res = evaluate(model, EvalSet(name, batches, target.logit_subset), device, p.normalize == "imagenet", ex.amp)
+        res = evaluate(model, EvalSet(name, batches, target.logit_subset), device, input_normalization(p, model),
+                       ex.amp)
         out[name] = {"status": "ok", "top1": res["top1"], "n": res["n"], "skipped_images": len(bad)}
     return out
 
@@ -335,6 +453,7 @@ def execute(spec: RunSpec, data_root: str, store: ResultStore, out_dir: str, for
     # Cheap checks first: the list files (every line and image path) and the weights, before any decoding.
     train_samples, select_samples = task.samples(data_root, train_split), task.samples(data_root, select_split)
     model = build_model(spec)
+    norm = input_normalization(p, model)
     train_batches, train_bad = load_split(task, data_root, train_split, p, ex, True, device, train_samples)
     select_batches, select_bad = load_split(task, data_root, select_split, p, ex, False, device, select_samples)
     evals = [EvalSet(select_split, select_batches, task.logit_subset)]
@@ -358,7 +477,9 @@ def execute(spec: RunSpec, data_root: str, store: ResultStore, out_dir: str, for
                     optimizer=p.optimizer, momentum=p.momentum, warmup_epochs=p.warmup_epochs,
                     warmup_lr=p.warmup_lr, min_lr=p.min_lr, label_smoothing=p.label_smoothing, mixup=p.mixup,
                     cutmix=p.cutmix, num_classes=task.num_classes, eval_every=p.eval_every,
-                    normalize=p.normalize == "imagenet", select_on=select_split, execution=ex, seed=p.seed,
+                    eval_phase=p.eval_phase, normalize=norm, schedule=p.schedule, decay_filter=p.decay_filter,
+                    random_erasing=p.random_erasing if augmented(p) else 0.0, re_mode=p.re_mode,
+                    re_count=p.re_count, select_on=select_split, execution=ex, seed=p.seed,
                     log_path=stem + ".log.jsonl", resume_path=stem + ".resume.pt", progress=progress)
     except (NonFiniteLoss, RuntimeError, DataError) as e:
         record.update(status="failed", reason=f"{type(e).__name__}: {e}",
@@ -378,7 +499,7 @@ def execute(spec: RunSpec, data_root: str, store: ResultStore, out_dir: str, for
     if clean:
         test_batches, test_bad = load_split(task, data_root, p.test_split, p, ex, False, device)
         metrics = {"top1": evaluate(model, EvalSet(p.test_split, test_batches, task.logit_subset), device,
-                                    p.normalize == "imagenet", ex.amp)["top1"],
+                                    norm, ex.amp)["top1"],
                    "epoch": selected["epoch"], "split": p.test_split, "val_top1": selected[select_split]}
         select_bad.items.extend(test_bad.items)
     targets = evaluate_targets(task, model, data_root, p, ex, device)

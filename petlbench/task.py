@@ -39,8 +39,34 @@ class Protocol:
     random_erasing: float = 0.0  # timm RandomErasing probability (NOAH few-shot: 0.25)
     img_size: int = 224
     interpolation: str = "bicubic"
-    normalize: Literal["imagenet", "none"] = "imagenet"
+    # Input normalisation: ImageNet mean/std; "inception": (0.5, 0.5, 0.5) both (NOAH's VPT runs, --inception);
+    # "model": what the backbone's weights were trained with (open_clip's pretrained config: CLIP's mean/std);
+    # "none": [0, 1] pixels.
+    normalize: Literal["imagenet", "inception", "model", "none"] = "imagenet"
     eval_every: int = 10  # epochs between evaluations
+    # Which epochs evaluate: "end": after epochs k, 2k, ... (RepAdapter's `ep % 10 == 9`); "start": after epochs
+    # 1, k+1, 2k+1, ... (NOAH's `epoch % val_interval == 0`, 0-based). Both also after the last epoch.
+    eval_phase: Literal["end", "start"] = "end"
+    # The recipe these values came from (petlbench/recipe.py); "" for a task's own protocol (the mini-benchmark).
+    recipe: str = ""
+    # Learning-rate schedule: "per_step": warm-up + cosine evaluated at every optimizer step; "timm_epoch": timm's
+    # CosineLRScheduler(t_initial=epochs, warmup_t=warmup_epochs, lr_min=min_lr, warmup_lr_init=warmup_lr) stepped
+    # with step(epoch) after each epoch, as RepAdapter's and NOAH's scripts do (the lr is constant in an epoch).
+    schedule: Literal["per_step", "timm_epoch"] = "per_step"
+    # Weight decay on: "all" trainable tensors (RepAdapter: AdamW(trainable, ...)); "timm": timm's
+    # create_optimizer_v2 filter, no decay for 1-D tensors, biases and model.no_weight_decay() (NOAH).
+    decay_filter: Literal["all", "timm"] = "all"
+    # Training augmentation when any is asked for: "petlbench": RandomResizedCrop + flip + RandAugment + erasing
+    # on uint8; "timm": timm's create_transform(is_training=True, ...) with the fields below, erasing after
+    # normalisation on the device (timm's prefetcher path).
+    augment: Literal["petlbench", "timm"] = "petlbench"
+    color_jitter: float = 0.0  # timm create_transform color_jitter (timm ignores it when randaugment is set)
+    re_mode: str = "pixel"  # timm RandomErasing mode ("pixel": per-pixel N(0, 1) in normalised space)
+    re_count: int = 1  # timm RandomErasing max_count
+    # Test transform: resize to a square of img_size / test_crop_pct, then centre-crop img_size (1.0: a plain
+    # resize; NOAH's few-shot 224/256 = 0.875: Resize((256, 256)) + CenterCrop(224)).
+    test_crop_pct: float = 1.0
+    drop_last: bool = False  # drop the last partial training batch (RepAdapter's and NOAH's loaders do)
     # reproduction: train on `train_split`, evaluate `test_split` every `eval_every` epochs, report the best
     #   (what the VTAB-1k papers did; the record says so).
     # clean: train on `clean_train_split`, select the epoch on `val_split`, evaluate `test_split` once.
@@ -71,6 +97,10 @@ class Protocol:
             return "epochs, batch_size and eval_every must be positive"
         if self.warmup_epochs >= self.epochs and self.warmup_epochs > 0:
             return f"warmup_epochs ({self.warmup_epochs}) must be below epochs ({self.epochs})"
+        if not 0 < self.test_crop_pct <= 1:
+            return f"test_crop_pct must be in (0, 1], got {self.test_crop_pct}"
+        if self.re_mode not in ("const", "rand", "pixel"):
+            return f"re_mode must be one of 'const', 'rand', 'pixel' (timm RandomErasing), got {self.re_mode!r}"
         return None
 
 
@@ -96,6 +126,8 @@ class Task:
     # A task family with its own training loop (segmentation: mmengine's Runner) gives it here, with the
     # signature of `run.execute`; None: the image/video classification engine.
     runner: Callable[..., dict[str, Any]] | None = None
+    # The recipe a run of this task uses unless `recipe=NAME` says otherwise (petlbench/recipe.py); "" = none.
+    recipe: str = ""
 
     def samples(self, data_root: str, split: str) -> list[Sample]:
         if split not in self.splits:

@@ -211,6 +211,7 @@ TASKS.add(Task(
     splits=tuple(f"train_shot16_seed{s}" for s in SEEDS) + ("val", "test"),
     samples_fn=imagenet_samples, protocol=DG_PROTOCOL, eval_targets=TARGETS,
     method_defaults={"repadapter": {"scale": 1.0}},  # as few-shot (RepAdapter: s=1 outside VTAB)
+    recipe="noah-domain",
     summary="domain generalization source: ImageNet-1k 16-shot (NOAH lists, seeds 0-2); test = ImageNet val; top-1",
 ))
 

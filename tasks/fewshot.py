@@ -137,6 +137,7 @@ for _name, (_classes, _test, _desc) in DATASETS.items():
         protocol=Protocol(**FEWSHOT_PROTOCOL, train_split="train_shot16_seed0",
                           clean_train_split="train_shot16_seed0", val_split="val", test_split="test"),
         method_defaults={"repadapter": {"scale": 1.0}},  # RepAdapter configs/repblock_few_shot/*.yaml: scale 1
+        recipe="noah-fewshot",  # the recipe of the published few-shot rows (tasks/recipes/noah.py)
         summary=f"few-shot {_desc} ({_classes} classes), 1/2/4/8/16 shots x seeds 0-2 (NOAH splits); "
                 f"test {_test:,} images; top-1",
     ))

@@ -39,7 +39,7 @@ for row in _rows():
     DATASETS.append(row["name"])
     TASKS.add(Task(
         name=f"vtab/{row['name']}", benchmark="vtab", num_classes=int(row["classes"]), splits=SPLITS,
-        samples_fn=list_file_samples, protocol=Protocol(), group=row["group"],
+        samples_fn=list_file_samples, protocol=Protocol(), group=row["group"], recipe="repadapter-vtab",
         method_defaults={"repadapter": {"scale": float(row["repadapter_scale"])},
                          "repadapter where=attn": {"scale": float(row["repadapter_attn_scale"])}},
         summary=f"VTAB-1k {row['group']}: 800+200 train, official test split; top-1",

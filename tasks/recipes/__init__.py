@@ -1,0 +1,1 @@
+"""Recipes as data: one module per authors' repository (petlbench/recipe.py says what a recipe is)."""

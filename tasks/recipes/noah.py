@@ -1,0 +1,119 @@
+"""NOAH's recipes (Zhang et al. 2022, arXiv:2206.04673), from ZhangYuanhan-AI/NOAH at commit e9c55f3: the
+VTAB-1k, few-shot and domain-generalization baselines (LoRA, Adapter, VPT) of NOAH's tables, as its slurm scripts
+launch supernet_train_prompt.py ("train.py" below) with timm 0.5.4 (requirements.txt:2). Line numbers are of
+that commit; the scripts are configs/{LoRA,Adapter,VPT}/{VTAB,few-shot,domain-generalization}/*.sh."""
+from petlbench.recipe import RECIPES, Cited as C, Recipe
+
+REPO = "ZhangYuanhan-AI/NOAH@e9c55f360be4f7f1133a08bf84f86f0309e98f8c"
+T = "supernet_train_prompt.py"
+VIT = "model/supernet_vision_transformer_timm.py"
+
+COMMON = dict(
+    backbone=C("vit_base_patch16_224", "experiments/LoRA/ViT-B_prompt_lora_8.yaml:1 vit_base_patch16_224_in21k"),
+    weights=C("vit_base_patch16_224.orig_in21k", "scripts --resume=${CKPT}; README.md:67 ViT-B_16.npz (IN-21k)"),
+    drop_path=C(0.1, f"{T}:59 --drop-path default 0.1"),
+    epochs=C(100, "scripts --epochs=100"),
+    batch_size=C(64, "scripts --batch-size=64"),
+    drop_last=C(True, f"{T}:280 drop_last=True"),
+    optimizer=C("adamw", f"{T}:74 --opt default 'adamw'"),
+    weight_decay=C(1e-4, "scripts WEIGHT_DECAY=0.0001"),
+    decay_filter=C("timm", f"{T}:365 create_optimizer(args, model): timm 0.5.4 filter_bias_and_bn=True"),
+    schedule=C("timm_epoch", f"{T}:367 create_scheduler(args, optimizer); {T}:414 lr_scheduler.step(epoch)"),
+    warmup_epochs=C(10, f"{T}:107 --warmup-epochs default 10"),
+    warmup_lr=C(1e-6, f"{T}:98 --warmup-lr default 1e-6"),
+    min_lr=C(1e-5, f"{T}:100 --min-lr default 1e-5"),
+    img_size=C(224, f"{T}:54 --input-size default 224"),
+    interpolation=C("bicubic", "lib/datasets.py:233 Resize(..., interpolation=3)"),
+    normalize=C("imagenet", "lib/datasets.py:241 Normalize(IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD)"),
+    eval_every=C(10, f"{T}:205 --val_interval default 10"),
+    eval_phase=C("start", f"{T}:427 epoch % args.val_interval == 0 or epoch == args.epochs-1 (0-based)"),
+    selection=C("reproduction", f"{T}:430 max_accuracy = max(max_accuracy, test acc1)"),
+    seed=C(0, f"{T}:170 --seed default 0 (the scripts pass none)"),
+)
+
+# The baselines as NOAH's model builds them (LoRA and Adapter are re-initialised by the ViT's weight init).
+METHODS = {
+    "lora": {
+        "rank": C(8, "experiments/LoRA/ViT-B_prompt_lora_8.yaml LORA_DIM: 8"),
+        "alpha": C(8.0, f"{VIT}:278-279 delta = LoRA_b(LoRA_a(drop(x))), no scaling (alpha / r = 1)"),
+        "targets": C("qkv", f"{VIT}:227 LoRA_b: Linear(r, dim * 3): q, k and v"),
+        "fused": C(True, f"{VIT}:225-227 one LoRA_a (r x d) and one LoRA_b (3d x r)"),
+        "init": C("trunc_normal", f"{VIT}:462 init_weights -> :531 self.apply(_init_vit_weights) -> :686 "
+                                  "trunc_normal_(std=.02) on LoRA_a and LoRA_b"),
+        "dropout": C(0.1, f"{T}:207 --drop_rate_LoRA default 0.1"),
+    },
+    "adapter": {
+        "dim": C(8, "experiments/Adapter/ViT-B_prompt_adapter_8.yaml ADAPTER_DIM: 8"),
+        "act": C("quickgelu", "model/module/adapter_super.py:8-10,33 QuickGELU"),
+        "dropout": C(0.1, f"{T}:209 --drop_rate_adapter default 0.1 (adapter_super.py:70, after the activation)"),
+        "scale": C(1.0, "model/module/adapter_super.py:67-74 identity + ln2(...), no scale"),
+        "init": C("trunc_normal", f"{VIT}:531 self.apply(_init_vit_weights) re-draws ln1 / ln2: trunc_normal_(.02), "
+                                  "zero bias"),
+        "placement": C("after_drop_path", f"{VIT}:365 x + self.adapter(self.drop_path(self.mlp(self.norm2(x))))"),
+    },
+    "vpt": {
+        "dropout": C(0.1, f"{T}:208 --drop_rate_prompt default 0.1; configs/VPT/VTAB/*.sh --drop_rate_prompt=0.1"),
+    },
+}
+
+RECIPES.add(Recipe(
+    name="noah-vtab",
+    summary="NOAH's VTAB-1k baselines: AdamW 1e-3, wd 1e-4 with timm's bias / 1-D filter, timm cosine stepped per "
+            "epoch, no augmentation, direct 224 resize, best of 11 test evaluations (epochs 1, 11, ..., 91, 100)",
+    repo=REPO, benchmarks=("vtab",),
+    protocol=dict(
+        COMMON,
+        lr=C(1e-3, "configs/{LoRA,Adapter,VPT}/VTAB/*.sh LR in 0.001"),
+        label_smoothing=C(0.0, "VTAB scripts --smoothing=0"),
+        mixup=C(0.0, "VTAB scripts --mixup=0"),
+        cutmix=C(0.0, "VTAB scripts --cutmix=0"),
+        randaugment=C("", "VTAB scripts --no_aug (lib/datasets.py:213)"),
+        random_erasing=C(0.0, "VTAB scripts --no_aug (lib/datasets.py:213)"),
+        test_crop_pct=C(1.0, "VTAB scripts --direct_resize (lib/datasets.py:227-228)"),
+        train_split=C("train800val200", "lib/datasets.py:21-26 train800val200.txt for the baselines (is_individual_prompt)"),
+        test_split=C("test", "lib/datasets.py:29 test.txt"),
+    ),
+    methods=METHODS,
+    method_protocol={"vpt": {"normalize": C("inception", "configs/VPT/VTAB/slurm_train_vpt_vtab.sh --inception "
+                                                         "(lib/datasets.py:238-239)")}},
+    deviations=(
+        "NOAH's VPT appends its prompts after the patch tokens and draws them with xavier_uniform over (1, P, D); "
+        "petlbench's VPT inserts them after the prefix tokens (the same function: prompts carry no position) with "
+        "VPT's own init.",
+    ),
+))
+
+FEWSHOT = dict(
+    COMMON,
+    lr=C(5e-3, "configs/{LoRA,Adapter,VPT}/few-shot/*.sh LR in 0.005"),
+    augment=C("timm", "lib/datasets.py:213-223 create_transform(is_training=True, ...)"),
+    color_jitter=C(0.4, f"{T}:117 --color-jitter default 0.4 (ignored by timm with auto_augment set)"),
+    randaugment=C("rand-m9-mstd0.5-inc1", f"{T}:119 --aa default"),
+    random_erasing=C(0.25, f"{T}:133 --reprob default 0.25"),
+    re_mode=C("pixel", f"{T}:135 --remode default 'pixel'"),
+    re_count=C(1, f"{T}:137 --recount default 1"),
+    mixup=C(0.8, f"{T}:143 --mixup default 0.8"),
+    cutmix=C(1.0, f"{T}:145 --cutmix default 1.0"),
+    label_smoothing=C(0.1, f"{T}:122 --smoothing default 0.1, through Mixup ({T}:294); SoftTargetCrossEntropy :370-372"),
+    test_crop_pct=C(224 / 256, "few-shot scripts pass no --direct_resize: lib/datasets.py:230-235 "
+                               "Resize((256, 256)) + CenterCrop(224)"),
+)
+
+RECIPES.add(Recipe(
+    name="noah-fewshot",
+    summary="NOAH's few-shot baselines: AdamW 5e-3, timm create_transform (rand-m9-mstd0.5-inc1, erasing 0.25), "
+            "Mixup 0.8 / CutMix 1.0, smoothing 0.1, test Resize(256) + CenterCrop(224)",
+    repo=REPO, benchmarks=("fewshot",),
+    protocol=FEWSHOT, methods=METHODS,
+))
+
+RECIPES.add(Recipe(
+    name="noah-domain",
+    summary="NOAH's domain-generalization baselines: its few-shot recipe on 16-shot ImageNet, evaluated unchanged "
+            "on ImageNet-V2 / -Sketch / -A / -R",
+    repo=REPO, benchmarks=("domain",),
+    protocol=FEWSHOT, methods=METHODS,
+    deviations=(
+        "ImageNet-A and -R are scored on their 200 classes (their authors' eval.py); NOAH took a 1000-way argmax.",
+    ),
+))
