@@ -157,6 +157,15 @@ def cmd_tasks(args: argparse.Namespace) -> int:
     for n in names:
         t = TASKS.get(n)
         p = t.protocol
+        if t.recipe:  # the protocol as a run resolves it: the task's, then its recipe's values
+            import dataclasses
+
+            from .config import build_config
+            from .recipe import RECIPES
+            from .task import Protocol
+
+            p = build_config(Protocol, {**dataclasses.asdict(p), **RECIPES.get(t.recipe).protocol_values(task=n)},
+                             f"task {n!r} protocol")
         if p.max_iters:  # iteration-based (segmentation): the rest of the recipe is in its config file
             proto = (f"{p.optimizer} lr {p.lr:g} wd {p.weight_decay:g}, batch {p.batch_size}, {p.max_iters} iters "
                      f"(val every {p.eval_every}), {p.img_size}px crops, {p.backbone}, config {p.seg_config}")
@@ -164,9 +173,58 @@ def cmd_tasks(args: argparse.Namespace) -> int:
             proto = (f"{p.optimizer} lr {p.lr:g} wd {p.weight_decay:g}, batch {p.batch_size}, {p.epochs} ep "
                      f"({p.warmup_epochs} warm-up), {p.img_size}px {p.interpolation}, "
                      f"{'aug ' + p.randaugment if p.randaugment else 'no aug'}, {p.selection}")
+        if t.recipe:
+            proto = f"recipe {t.recipe}: {proto}"
         role = "eval-only target" if t.eval_only else ""
         print(f"{n:30s} {t.num_classes:7d}  {t.group or '-':11s} {','.join(t.splits) if len(t.splits) < 8 else f'{len(t.splits)} splits'}"
               f" | {role or proto}")
+    return 0
+
+
+def _print_resolved(spec) -> None:
+    """The resolved configuration of a run, each value with where it came from (`run --dry-run`)."""
+    import dataclasses
+
+    from .run import effective_amp
+
+    p = spec.protocol
+    print(f"task {spec.task.name}, method {spec.method.name}, recipe {p.recipe or '(none: the task protocol)'}; "
+          f"config hash {spec.config_hash}")
+    print("protocol:")
+    for k, v in dataclasses.asdict(p).items():
+        print(f"  {k:18s} {v!r:40s} {spec.sources.get(k, '')}")
+    print(f"method {spec.method.name}:")
+    for k, v in dataclasses.asdict(spec.method.cfg).items():
+        print(f"  {k:18s} {v!r:40s} {spec.sources.get('method.' + k, '')}")
+    ex = dataclasses.asdict(spec.execution)
+    print("execution (not part of the result's identity, except the numerics): "
+          + ", ".join(f"{k}={v}" for k, v in ex.items()) + f"; autocast: {effective_amp(spec.execution)}")
+
+
+def cmd_recipes(args: argparse.Namespace) -> int:
+    from .recipe import RECIPES
+
+    names = [args.name] if args.name else RECIPES.names()
+    for n in names:
+        r = RECIPES.get(n)
+        if not args.name:
+            print(f"{n:20s} {','.join(r.benchmarks):14s} {r.summary}")
+            continue
+        print(f"{r.name}: {r.summary}\n  code: {r.repo}\n  benchmarks: {', '.join(r.benchmarks)}")
+        print("  protocol:")
+        for k, c in r.protocol.items():
+            print(f"    {k:18s} {c.value!r:28s} {c.source}")
+        for m, d in r.method_protocol.items():
+            for k, c in d.items():
+                print(f"    {k:18s} {c.value!r:28s} {c.source}   (method {m} only)")
+        for m, d in r.methods.items():
+            print(f"  method {m}:")
+            for k, c in d.items():
+                print(f"    {k:18s} {c.value!r:28s} {c.source}")
+        for t, d in r.per_task.items():
+            print(f"  {t}: " + ", ".join(f"{k}={c.value!r} ({c.source})" for k, c in d.items()))
+        for dev in r.deviations:
+            print(f"  deviation: {dev}")
     return 0
 
 
@@ -182,6 +240,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .task import TASKS
 
     spec = resolve(args.task, args.method, parse_overrides(args.overrides, where="override"))
+    if args.dry_run:
+        _print_resolved(spec)
+        return 0
     data_root = args.data_root
     if spec.task.benchmark == "mini" and data_root is None:
         from .tasks.mini import generate
@@ -375,13 +436,18 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("tasks", help="list registered tasks")
     t.add_argument("--benchmark", default="", help="only this benchmark (vtab, fewshot, domain, mini)")
     t.set_defaults(func=cmd_tasks)
+    rc = sub.add_parser("recipes", help="list the recipes (published training procedures), or show one with sources")
+    rc.add_argument("name", nargs="?", default="", help="a recipe to show field by field, e.g. noah-fewshot")
+    rc.set_defaults(func=cmd_recipes)
     r = sub.add_parser("run", help="train and evaluate one task with one method")
     r.add_argument("--task", required=True, help="e.g. vtab/cifar (see `petlbench tasks`)")
     r.add_argument("--method", required=True, help="e.g. repadapter (see `petlbench methods`)")
     r.add_argument("--data-root", default=None, help="folder holding the dataset folders (mini: generated)")
     r.add_argument("--force", action="store_true", help="run even if the store has this configuration")
+    r.add_argument("--dry-run", action="store_true",
+                   help="print the resolved configuration and recipe, each value with its source, and exit")
     r.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
-                   help="protocol (epochs=10, selection=clean, weights=none), execution (device=cuda, "
+                   help="protocol (recipe=noah-vtab, epochs=10, selection=clean, weights=none), execution (device=cuda, "
                         "amp=bf16, compile=true) or method options (scale=0.1 or method.scale=0.1)")
     _add_store_args(r)
     r.set_defaults(func=cmd_run)

@@ -142,6 +142,28 @@ def epoch_lrs(epochs: int, lr: float, warmup_epochs: int, warmup_lr: float, min_
     return out
 
 
+def make_mixup(mixup: float, cutmix: float, label_smoothing: float, num_classes: int):
+    """timm's Mixup as RepAdapter (train.py:137-140) and NOAH (supernet_train_prompt.py:294) build it: prob 1,
+    switch_prob 0.5, mode "batch", smoothing folded into the soft targets; None when both alphas are 0."""
+    if mixup <= 0 and cutmix <= 0:
+        return None
+    from timm.data import Mixup
+
+    return Mixup(mixup_alpha=mixup, cutmix_alpha=cutmix, cutmix_minmax=None, prob=1.0, switch_prob=0.5,
+                 mode="batch", label_smoothing=label_smoothing, num_classes=num_classes)
+
+
+def classification_loss(logits: torch.Tensor, y: torch.Tensor, label_smoothing: float = 0.0,
+                        reduction: str = "mean") -> torch.Tensor:
+    """Soft targets (Mixup's, 2-D `y`): timm's SoftTargetCrossEntropy, sum(-y * log_softmax). Class indices:
+    cross-entropy with label smoothing, which equals timm's LabelSmoothingCrossEntropy (and nn.CrossEntropyLoss
+    at 0)."""
+    if y.dim() == 2:
+        loss = torch.sum(-y * F.log_softmax(logits, dim=-1), dim=-1)
+        return loss.sum() if reduction == "sum" else loss.mean()
+    return F.cross_entropy(logits, y, label_smoothing=label_smoothing, reduction=reduction)
+
+
 def lr_schedule(total_steps: int, warmup_steps: int, lr: float, warmup_lr: float, min_lr: float) -> list[float]:
     """Per-step learning rates: linear warm-up from warmup_lr to lr, then cosine from lr to min_lr."""
     out = []
@@ -307,12 +329,7 @@ def train(model: nn.Module, train_batches: Iterable, evals: list[EvalSet], *, ep
     steps_per_epoch = math.ceil(len(train_batches) / ex.grad_accum)
     step_lrs = lr_schedule(epochs * steps_per_epoch, warmup_epochs * steps_per_epoch, lr, warmup_lr, min_lr)
     sched = epoch_scheduler(opt, epochs, warmup_epochs, warmup_lr, min_lr) if schedule == "timm_epoch" else None
-    mixer = None
-    if mixup > 0 or cutmix > 0:
-        from timm.data import Mixup
-
-        mixer = Mixup(mixup_alpha=mixup, cutmix_alpha=cutmix, label_smoothing=label_smoothing,
-                      num_classes=num_classes)
+    mixer = make_mixup(mixup, cutmix, label_smoothing, num_classes)
     eraser = None
     if random_erasing > 0:
         from timm.data.random_erasing import RandomErasing
@@ -380,13 +397,7 @@ def train(model: nn.Module, train_batches: Iterable, evals: list[EvalSet], *, ep
                         x, y = mixer(x, y)
                     with autocast():
                         logits = fwd(x)
-                    logits = logits.float()
-                    if mixer is not None:  # timm's SoftTargetCrossEntropy
-                        loss = torch.sum(-y * F.log_softmax(logits, dim=-1), dim=-1)
-                        loss = loss.sum() if ddp else loss.mean()
-                    else:  # equals timm's LabelSmoothingCrossEntropy for label_smoothing > 0
-                        loss = F.cross_entropy(logits, y, label_smoothing=label_smoothing,
-                                               reduction="sum" if ddp else "mean")
+                    loss = classification_loss(logits.float(), y, label_smoothing, "sum" if ddp else "mean")
                     if ddp:
                         # `loss` sums this rank's samples; the micro-batch's mean is over all ranks' samples.
                         # Scaled by world / n, DDP's average of the ranks' gradients is the gradient of that

@@ -153,13 +153,19 @@ def test_corrupt_record_is_reported_and_skipped(tmp_path):
 
 def test_fewshot_randaugment_survives_magnitude_10_posterize():
     """NOAH's "rand-m9-mstd0.5-inc1" draws magnitude 10 now and then: 0 bits of posterize, which current Pillow
-    rejects; the transform keeps the published behaviour (a black image) instead of killing the worker."""
-    from PIL import Image
-
+    rejects; the transform keeps the published behaviour (a black image) instead of killing the worker: in the
+    task's own augmentation and in the recipe's timm create_transform."""
     from petlbench.run import train_transform
     from petlbench.task import TASKS
 
-    ra = next(t for t in train_transform(TASKS.get("fewshot/food101").protocol).transforms if hasattr(t, "ops"))
+    for proto in (TASKS.get("fewshot/food101").protocol, resolve("fewshot/food101", "lora").protocol):
+        _check_posterize(train_transform(proto))
+
+
+def _check_posterize(transform):
+    from PIL import Image
+
+    ra = next(t for t in transform.transforms if hasattr(t, "ops"))
     post = [op for op in ra.ops if op.name.startswith("Posterize")]
     assert post
     img = Image.new("RGB", (8, 8), (200, 100, 50))
