@@ -106,7 +106,12 @@ def build_optimizer(model: nn.Module, optimizer: str, lr: float, weight_decay: f
     if not params:
         raise PETLBenchError("the model has no trainable parameters")
     extra = {"fused": True} if fused else {}
-    if decay_filter == "timm":
+    if decay_filter == "no_bias":  # VPT's optimizer.py: names containing "bias" do not decay
+        named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+        groups = [{"params": [p for n, p in named if "bias" not in n], "weight_decay": weight_decay},
+                  {"params": [p for n, p in named if "bias" in n], "weight_decay": 0.0}]
+        params = [g for g in groups if g["params"]]
+    elif decay_filter == "timm":
         from timm.optim import create_optimizer_v2
 
         return create_optimizer_v2(model, opt=optimizer, lr=lr, weight_decay=weight_decay, momentum=momentum,
@@ -117,10 +122,10 @@ def build_optimizer(model: nn.Module, optimizer: str, lr: float, weight_decay: f
 
 
 def epoch_scheduler(opt: torch.optim.Optimizer, epochs: int, warmup_epochs: int, warmup_lr: float, min_lr: float):
-    """timm's CosineLRScheduler as RepAdapter (train.py:134-135) and NOAH (timm create_scheduler) build it; the
-    caller steps it with step(epoch) after each epoch. It sets the lr to warmup_lr at construction, so the first
-    two epochs train at warmup_lr, and the cosine starts at t = warmup_epochs (no warm-up prefix): the peak is
-    below lr."""
+    """timm's CosineLRScheduler as RepAdapter (train.py:134-135) and NOAH / SSF (timm create_scheduler) build it;
+    the caller steps it with step(epoch) (RepAdapter, NOAH: the first two epochs train at warmup_lr) or
+    step(epoch + 1) (timm's train.py) after each epoch. It sets the lr to warmup_lr at construction, and the cosine
+    starts at t = warmup_epochs (no warm-up prefix): the peak is below lr. Past `epochs` it holds min_lr."""
     from timm.scheduler import CosineLRScheduler
 
     return CosineLRScheduler(opt, t_initial=epochs, lr_min=min_lr, warmup_t=warmup_epochs,
@@ -128,17 +133,19 @@ def epoch_scheduler(opt: torch.optim.Optimizer, epochs: int, warmup_epochs: int,
 
 
 def epoch_lrs(epochs: int, lr: float, warmup_epochs: int, warmup_lr: float, min_lr: float,
-              schedule: str = "timm_epoch") -> list[float]:
-    """The learning rate each epoch trains at under `schedule` ("timm_epoch"; for "per_step", the lr of each
-    epoch's first step with one step per epoch), from the scheduler itself on a throw-away optimizer."""
-    if schedule == "per_step":
-        return lr_schedule(epochs, warmup_epochs, lr, warmup_lr, min_lr)
+              schedule: str = "timm_epoch", cooldown_epochs: int = 0) -> list[float]:
+    """The learning rate each of the epochs + cooldown_epochs trains at under an epoch-wise `schedule` (for
+    "per_step": the lr of each epoch's first step with one step per epoch), as `train` sets it."""
+    total = epochs + cooldown_epochs
+    if schedule in ("per_step", "per_epoch"):
+        curve = lr_schedule(epochs, warmup_epochs, lr, warmup_lr, min_lr)
+        return [curve[e] if e < epochs else min_lr for e in range(total)]
     opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=lr)
     sched = epoch_scheduler(opt, epochs, warmup_epochs, warmup_lr, min_lr)
     out = []
-    for epoch in range(epochs):
+    for epoch in range(total):
         out.append(opt.param_groups[0]["lr"])
-        sched.step(epoch)
+        sched.step(epoch + 1 if schedule == "timm_next_epoch" else epoch)
     return out
 
 
@@ -297,15 +304,17 @@ def train(model: nn.Module, train_batches: Iterable, evals: list[EvalSet], *, ep
           weight_decay: float, optimizer: str = "adamw", momentum: float = 0.9, warmup_epochs: int = 0,
           warmup_lr: float = 1e-6, min_lr: float = 0.0, label_smoothing: float = 0.0, mixup: float = 0.0,
           cutmix: float = 0.0, num_classes: int = 0, eval_every: int = 1, eval_phase: str = "end",
-          normalize=True, schedule: str = "per_step", decay_filter: str = "all", random_erasing: float = 0.0,
+          normalize=True, schedule: str = "per_step", decay_filter: str = "all", cooldown_epochs: int = 0,
+          random_erasing: float = 0.0,
           re_mode: str = "pixel", re_count: int = 1, select_on: str | None = None,
           execution: Execution | None = None, seed: int = 0, log_path: str | None = None,
           resume_path: str | None = None,
           progress: Callable[[str, int, int, dict], None] | None = None) -> TrainResult:
     """Train the trainable parameters of `model`; evaluate after the epochs `is_eval_epoch` picks.
 
-    `schedule`: "per_step" (warm-up + cosine at every optimizer step) or "timm_epoch" (timm's CosineLRScheduler
-    stepped with step(epoch) after each epoch). `decay_filter`: see `build_optimizer`. `normalize`: True
+    `schedule`: "per_step" (warm-up + cosine at every optimizer step), "per_epoch" (that curve at the epoch index,
+    held for the epoch), "timm_epoch" / "timm_next_epoch" (timm's CosineLRScheduler stepped with step(epoch) /
+    step(epoch + 1) after each epoch). `cooldown_epochs` more epochs follow `epochs`, at min_lr. `decay_filter`: see `build_optimizer`. `normalize`: True
     (ImageNet mean/std), False, or a (mean, std) pair. `random_erasing` > 0: timm's RandomErasing on the
     normalised batch, on the device (timm's prefetcher path), before Mixup. `select_on`: the evaluation set whose
     best top-1 picks `best_state` (the tuned tensors kept for the report); None keeps the last. `log_path`: one
@@ -328,7 +337,10 @@ def train(model: nn.Module, train_batches: Iterable, evals: list[EvalSet], *, ep
     opt = build_optimizer(model, optimizer, lr, weight_decay, momentum, decay_filter, fused=device.type == "cuda")
     steps_per_epoch = math.ceil(len(train_batches) / ex.grad_accum)
     step_lrs = lr_schedule(epochs * steps_per_epoch, warmup_epochs * steps_per_epoch, lr, warmup_lr, min_lr)
-    sched = epoch_scheduler(opt, epochs, warmup_epochs, warmup_lr, min_lr) if schedule == "timm_epoch" else None
+    per_epoch = epoch_lrs(epochs, lr, warmup_epochs, warmup_lr, min_lr, "per_epoch", cooldown_epochs)
+    timm_sched = schedule in ("timm_epoch", "timm_next_epoch")
+    sched = epoch_scheduler(opt, epochs, warmup_epochs, warmup_lr, min_lr) if timm_sched else None
+    total_epochs = epochs + cooldown_epochs
     mixer = make_mixup(mixup, cutmix, label_smoothing, num_classes)
     eraser = None
     if random_erasing > 0:
@@ -356,8 +368,8 @@ def train(model: nn.Module, train_batches: Iterable, evals: list[EvalSet], *, ep
         if scaler is not None and state.get("scaler"):
             scaler.load_state_dict(state["scaler"])
         start_epoch, best = state["epoch"], state["best"]
-        if sched is not None and start_epoch > 0:
-            sched.step(start_epoch - 1)  # the lr of the epoch that resumes
+        if sched is not None and start_epoch > 0:  # the lr of the epoch that resumes
+            sched.step(start_epoch if schedule == "timm_next_epoch" else start_epoch - 1)
         result.history = json.loads(state["history"])
         result.best_state = state.get("best_state") or None
         rng, data_rng = state["rng"], state["data_rng"]
@@ -369,7 +381,10 @@ def train(model: nn.Module, train_batches: Iterable, evals: list[EvalSet], *, ep
         log.info("resumed from %s at epoch %d", resume_path, start_epoch)
     step = start_epoch * steps_per_epoch
     t_train = 0.0
-    for epoch in range(start_epoch, epochs):
+    for epoch in range(start_epoch, total_epochs):
+        if schedule == "per_epoch":
+            for g in opt.param_groups:
+                g["lr"] = per_epoch[epoch]
         if hasattr(train_batches, "set_epoch"):
             train_batches.set_epoch(epoch)  # a DistributedSampler's shuffle: new each epoch, the same on all ranks
         net.train()
@@ -416,9 +431,9 @@ def train(model: nn.Module, train_batches: Iterable, evals: list[EvalSet], *, ep
                     n_batches += 1
                 result.images_seen += n_local
             if do_step:
-                if sched is None:
+                if schedule == "per_step":  # past the schedule (cooldown): min_lr
                     for g in opt.param_groups:
-                        g["lr"] = step_lrs[min(step, len(step_lrs) - 1)]
+                        g["lr"] = step_lrs[step] if step < len(step_lrs) else min_lr
                     epoch_lr = opt.param_groups[0]["lr"]
                 if scaler is not None:
                     scaler.step(opt)  # skips the step when the scaled gradients overflowed
@@ -427,13 +442,13 @@ def train(model: nn.Module, train_batches: Iterable, evals: list[EvalSet], *, ep
                     opt.step()
                 opt.zero_grad(set_to_none=True)
                 step += 1
-        if sched is not None:
-            sched.step(epoch)  # the next epoch's lr, as RepAdapter's and NOAH's loops step it
+        if sched is not None:  # the next epoch's lr, as the authors' loops step it
+            sched.step(epoch + 1 if schedule == "timm_next_epoch" else epoch)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         t_train += time.perf_counter() - t0
         info = {"epoch": epoch + 1, "loss": loss_sum / max(1, n_batches), "lr": epoch_lr}
-        evaluated = is_eval_epoch(epoch, epochs, eval_every, eval_phase)
+        evaluated = is_eval_epoch(epoch, total_epochs, eval_every, eval_phase)
         if evaluated:
             for ev in evals:
                 info[ev.name] = evaluate(model, ev, device, normalize, ex.amp, ex.channels_last)["top1"]
@@ -451,7 +466,7 @@ def train(model: nn.Module, train_batches: Iterable, evals: list[EvalSet], *, ep
                 _save_resume(resume_path, model, opt, epoch + 1, best, result, train_batches, scaler)
             log.info("epoch %d: %s", epoch + 1, {k: v for k, v in info.items() if k != "epoch"})
         if progress:
-            progress("train", epoch + 1, epochs, info)
+            progress("train", epoch + 1, total_epochs, info)
     result.train_seconds = t_train
     if ddp:
         result.images_seen = int(distributed.all_reduce_sum(result.images_seen)[0])

@@ -42,7 +42,7 @@ HASHED_WHEN_SET = {"protocol": {"head_init": "random", "num_frames": 8, "frame_s
                                  "test_clips": 1, "test_crops": 1, "seg_config": "", "max_iters": 0,
                                  "eval_phase": "end", "recipe": "", "schedule": "per_step", "decay_filter": "all",
                                  "augment": "petlbench", "color_jitter": 0.0, "re_mode": "pixel", "re_count": 1,
-                                 "test_crop_pct": 1.0, "drop_last": False},
+                                 "test_crop_pct": 1.0, "drop_last": False, "cooldown_epochs": 0},
                    "method_cfg": {"dw_adapter": "dense", "train_bias": False}}
 
 
@@ -478,6 +478,7 @@ def execute(spec: RunSpec, data_root: str, store: ResultStore, out_dir: str, for
                     warmup_lr=p.warmup_lr, min_lr=p.min_lr, label_smoothing=p.label_smoothing, mixup=p.mixup,
                     cutmix=p.cutmix, num_classes=task.num_classes, eval_every=p.eval_every,
                     eval_phase=p.eval_phase, normalize=norm, schedule=p.schedule, decay_filter=p.decay_filter,
+                    cooldown_epochs=p.cooldown_epochs,
                     random_erasing=p.random_erasing if augmented(p) else 0.0, re_mode=p.re_mode,
                     re_count=p.re_count, select_on=select_split, execution=ex, seed=p.seed,
                     log_path=stem + ".log.jsonl", resume_path=stem + ".resume.pt", progress=progress)

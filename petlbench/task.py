@@ -49,13 +49,18 @@ class Protocol:
     eval_phase: Literal["end", "start"] = "end"
     # The recipe these values came from (petlbench/recipe.py); "" for a task's own protocol (the mini-benchmark).
     recipe: str = ""
-    # Learning-rate schedule: "per_step": warm-up + cosine evaluated at every optimizer step; "timm_epoch": timm's
-    # CosineLRScheduler(t_initial=epochs, warmup_t=warmup_epochs, lr_min=min_lr, warmup_lr_init=warmup_lr) stepped
-    # with step(epoch) after each epoch, as RepAdapter's and NOAH's scripts do (the lr is constant in an epoch).
-    schedule: Literal["per_step", "timm_epoch"] = "per_step"
+    # Learning-rate schedule: "per_step": warm-up + cosine evaluated at every optimizer step; "per_epoch": the same
+    # formula at the epoch index, held for the epoch (VPT's WarmupCosineSchedule stepped once per epoch);
+    # "timm_epoch": timm's CosineLRScheduler(t_initial=epochs, warmup_t=warmup_epochs, lr_min=min_lr,
+    # warmup_lr_init=warmup_lr) stepped with step(epoch) after each epoch (RepAdapter's and NOAH's scripts);
+    # "timm_next_epoch": the same scheduler stepped with step(epoch + 1) (timm's train.py: SSF).
+    schedule: Literal["per_step", "per_epoch", "timm_epoch", "timm_next_epoch"] = "per_step"
+    # Epochs trained after the schedule's `epochs`, at min_lr (timm's cooldown: SSF trains 100 + 10).
+    cooldown_epochs: int = 0
     # Weight decay on: "all" trainable tensors (RepAdapter: AdamW(trainable, ...)); "timm": timm's
-    # create_optimizer_v2 filter, no decay for 1-D tensors, biases and model.no_weight_decay() (NOAH).
-    decay_filter: Literal["all", "timm"] = "all"
+    # create_optimizer_v2 filter, no decay for 1-D tensors, biases and model.no_weight_decay() (NOAH);
+    # "no_bias": none for tensors whose name contains "bias" (VPT's optimizer.py).
+    decay_filter: Literal["all", "timm", "no_bias"] = "all"
     # Training augmentation when any is asked for: "petlbench": RandomResizedCrop + flip + RandAugment + erasing
     # on uint8; "timm": timm's create_transform(is_training=True, ...) with the fields below, erasing after
     # normalisation on the device (timm's prefetcher path).
@@ -97,6 +102,8 @@ class Protocol:
             return "epochs, batch_size and eval_every must be positive"
         if self.warmup_epochs >= self.epochs and self.warmup_epochs > 0:
             return f"warmup_epochs ({self.warmup_epochs}) must be below epochs ({self.epochs})"
+        if self.cooldown_epochs < 0:
+            return f"cooldown_epochs must be >= 0, got {self.cooldown_epochs}"
         if not 0 < self.test_crop_pct <= 1:
             return f"test_crop_pct must be in (0, 1], got {self.test_crop_pct}"
         if self.re_mode not in ("const", "rand", "pixel"):

@@ -158,6 +158,22 @@ def authors_epoch_lrs(epochs, lr=1e-3, warmup_t=10, warmup_lr_init=1e-6, lr_min=
     return [warmup_lr_init] + [f(t) for t in range(epochs - 1)]
 
 
+def test_vpt_and_ssf_epoch_lrs():
+    """VPT: WarmupCosineSchedule(warmup_steps=10, t_total=100) stepped once per epoch (src/solver/lr_scheduler.py:
+    56-65, src/engine/trainer.py:221): epoch e trains at lr * e / 10, then lr * 0.5 * (1 + cos(pi * (e - 10) / 90)).
+    SSF: timm's cosine stepped with step(epoch + 1) (train.py:709) plus 10 cooldown epochs at min_lr."""
+    lr = 0.25
+    vpt = epoch_lrs(100, lr, 10, 0.0, 0.0, "per_epoch")
+    ref = [lr * e / 10 if e < 10 else lr * 0.5 * (1 + math.cos(math.pi * (e - 10) / 90)) for e in range(100)]
+    assert vpt == pytest.approx(ref, abs=1e-12) and vpt[0] == 0.0
+    ssf = epoch_lrs(100, 5e-3, 10, 1e-7, 1e-8, "timm_next_epoch", cooldown_epochs=10)
+    def f(t):  # timm's cosine over t_initial=100, then min_lr once the cycle is over
+        if t < 10:
+            return 1e-7 + t * (5e-3 - 1e-7) / 10
+        return 1e-8 + 0.5 * (5e-3 - 1e-8) * (1 + math.cos(math.pi * t / 100)) if t < 100 else 1e-8
+    assert len(ssf) == 110 and ssf == pytest.approx([1e-7] + [f(t) for t in range(1, 110)], rel=1e-12)
+
+
 @pytest.mark.parametrize("epochs,warmup", [(100, 10), (40, 10), (30, 3)])
 def test_epoch_lrs_equal_the_authors_loop(epochs, warmup):
     got = epoch_lrs(epochs, 1e-3, warmup, 1e-6, 1e-5, "timm_epoch")
