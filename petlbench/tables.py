@@ -83,22 +83,24 @@ def _legacy_variant(rec: dict) -> dict:
 
 def variant_of(rec: dict, search: Iterable[str] = ()) -> tuple[str, str, dict]:
     """(label, published key or "" when the row is not a published configuration, {searched field: value}).
-    The label is the paper's method name plus its differences, e.g. "LoRA [rank=4]", "RepAdapter [random init]"."""
+    The label is the paper's method name plus its differences and its recipe, e.g. "LoRA [rank=4] (noah-vtab)",
+    "RepAdapter [random init]" (a task without a recipe: the mini-benchmark)."""
     v = rec.get("variant") or _legacy_variant(rec)
     search = set(search)
     shown = []
     cfg, proto = rec.get("method_cfg") or {}, rec.get("protocol") or {}
     searched = {k: cfg.get(k, proto.get(k)) for k in sorted(search) if k in cfg or k in proto}
+    recipe = proto.get("recipe", "") or ""
     for k, val in v["diffs"].items():
-        if k in search:
+        if k in search or k == "recipe":  # the recipe is named in the label itself, below
             continue
         elif k == "weights" and val in ("", "none", "random"):
             shown.append("random init")
         else:
             shown.append(f"{k}={_fmt_value(val)}")
     key = v["key"]
-    label = DISPLAY.get(key, key) + (f" [{', '.join(shown)}]" if shown else "")
-    return label, (key if not shown else ""), searched
+    label = DISPLAY.get(key, key) + (f" [{', '.join(shown)}]" if shown else "") + (f" ({recipe})" if recipe else "")
+    return label, (recipe_key(key, recipe) if not shown else ""), searched
 
 
 def run_frame(records: Iterable[dict], search: Iterable[str] = ()):
@@ -128,7 +130,7 @@ def run_frame(records: Iterable[dict], search: Iterable[str] = ()):
                "select_score": m.get("val_top1", r.get("value")), "selection": proto.get("selection", ""),
                "params": params.get("trainable"), "params_paper": params.get("paper"),
                "backbone": proto.get("backbone", ""), "weights": proto.get("weights", ""),
-               "normalize": proto.get("normalize", ""),
+               "normalize": proto.get("normalize", ""), "recipe": proto.get("recipe", "") or "",
                "config_hash": r.get("config_hash", ""),
                "searched": ", ".join(f"{k}={_fmt_value(v)}" for k, v in sorted(searched.items()))}
         for name, t in (m.get("targets") or {}).items():  # in the source task's order
@@ -266,6 +268,10 @@ def _protocol_note(ok, benchmark: str) -> list[str]:
     return ["; ".join(parts) + "."]
 
 
+def _recipes(ok) -> list[str]:
+    return list(ok["recipe"]) if not ok.empty and "recipe" in ok else []
+
+
 def _search_note(ok, keys: tuple[str, ...]) -> list[str]:
     if not keys or ok.empty or not ok["searched"].any():
         return []
@@ -282,17 +288,18 @@ def published(benchmark: str, reference_dir: str = REFERENCE_DIR):
     reference folder has none for the benchmark."""
     import pandas as pd
 
-    cols = ["key", "label", "dataset", "shots", "value", "params_m", "source"]
+    cols = ["key", "label", "dataset", "shots", "value", "params_m", "source", "recipe"]
     path = {"vtab": "vtab1k_vitb16_published.csv", "fewshot": "fewshot_published.csv",
             "video": "video_published.csv", "seg": "dense_published.csv"}.get(benchmark)
     if path is None or not os.path.isfile(os.path.join(reference_dir, path)):
         return pd.DataFrame(columns=cols)
     df = pd.read_csv(os.path.join(reference_dir, path))
+    df["recipe"] = df["recipe"].fillna("").astype(str) if "recipe" in df.columns else ""
     if benchmark == "vtab":
-        ds = [c for c in df.columns if c not in ("method", "params_m", "average_of_group_means", "source")]
-        long = df.melt(id_vars=["method", "params_m", "source"], value_vars=ds, var_name="dataset")
+        ds = [c for c in df.columns if c not in ("method", "params_m", "average_of_group_means", "source", "recipe")]
+        long = df.melt(id_vars=["method", "params_m", "source", "recipe"], value_vars=ds, var_name="dataset")
         long["dataset"] = long["dataset"].replace(PUBLISHED_ALIASES)
-        printed = df[["method", "params_m", "source", "average_of_group_means"]].rename(
+        printed = df[["method", "params_m", "source", "recipe", "average_of_group_means"]].rename(
             columns={"average_of_group_means": "value"}).assign(dataset="mean:groups")
         long = pd.concat([long, printed], ignore_index=True)
         long["key"] = long["method"]
@@ -311,7 +318,37 @@ def published(benchmark: str, reference_dir: str = REFERENCE_DIR):
         long["shots"] = None
     long["label"] = [DISPLAY.get(k, m) if benchmark in ("vtab", "fewshot") else f"{m} ({b})"
                      for k, m, b in zip(long["key"], long["method"], long.get("backbone", long["method"]))]
+    # A published configuration pairs (delta rows) only with measured rows of the same recipe.
+    long["key"] = [recipe_key(k, r) for k, r in zip(long["key"], long["recipe"])]
     return long[cols].reset_index(drop=True)
+
+
+def recipe_key(key: str, recipe: str) -> str:
+    """The pairing key of a row: its published-table key and recipe ("lora@noah-vtab"), or the key alone."""
+    return f"{key}@{recipe}" if key and recipe else key
+
+
+def published_label(label: str, recipe: str) -> str:
+    """"LoRA (published, noah-vtab)"; a row whose recipe is not known says so."""
+    return f"{label} (published, {recipe or 'recipe not known'})"
+
+
+def recipe_notes(recipes) -> list[str]:
+    """A footer line naming each recipe the table's rows used, with its summary and the authors' code."""
+    names = sorted({r for r in recipes if isinstance(r, str) and r})
+    if not names:
+        return []
+    from .recipe import RECIPES
+
+    parts = []
+    for n in names:
+        if n in RECIPES:
+            r = RECIPES.get(n)
+            parts.append(f"{n}: {r.summary} ({r.repo}; `petlbench recipes {n}` lists every field with its source)")
+        else:
+            parts.append(f"{n}: not a registered recipe")
+    return ["Recipes (a row's recipe is in parentheses; a delta row pairs runs of the same recipe): "
+            + "; ".join(parts) + "."]
 
 
 # --- tables ------------------------------------------------------------------------------------------------
@@ -349,7 +386,8 @@ def _measured_rows(ok) -> list[Row]:
 
 def _published_row(key: str, sub, cells: dict[str, Cell]) -> Row:
     """The row of one published configuration (`sub`: its rows of `published()`)."""
-    return Row(f"{sub['label'].iloc[0]} (published)", f"published: {sub['source'].iloc[0]}", cells,
+    return Row(published_label(sub["label"].iloc[0], sub["recipe"].iloc[0]), f"published: {sub['source'].iloc[0]}",
+               cells,
                params_m=float(sub["params_m"].iloc[0]) if sub["params_m"].notna().any() else None, key=key)
 
 
@@ -399,9 +437,10 @@ def grouped_table(frame, benchmark: str, name: str, title: str, search: tuple[st
     table.notes.append("Params (M): trainable parameters in millions, classification head excluded, in each "
                        "method's paper convention (RepAdapter: adapter weights without biases, 0.22M on ViT-B/16).")
     table.notes += _selection_note(ok) + _protocol_note(ok, benchmark) + _search_note(ok, search)
+    table.notes += recipe_notes(list(_recipes(ok)) + list(pub["recipe"]))
     if pub_rows:
         table.notes.append("Published rows: " + "; ".join(
-            f"{r.label.removesuffix(' (published)')}: {r.source.removeprefix('published: ')}"
+            f"{r.label.split(' (published')[0]}: {r.source.removeprefix('published: ')}"
             for r in pub_rows.values()) + ".")
     return table
 
@@ -475,7 +514,8 @@ def fewshot_table(frame, search: tuple[str, ...] = (), reference_dir: str = REFE
                 cells = {f"shot:{int(k)}": _cell(s["value"]) for k, s in sub.groupby("shots")}
                 rows.append(Row(variant, "ours", cells, d, _params_m(sub, paper=True), sub["key"].iloc[0]))
         for key, sub in pub[pub["dataset"] == d].groupby("key", sort=True):
-            rows.append(Row(f"{sub['label'].iloc[0]} (published)", f"published: {sub['source'].iloc[0]}",
+            rows.append(Row(published_label(sub["label"].iloc[0], sub["recipe"].iloc[0]),
+                            f"published: {sub['source'].iloc[0]}",
                             {f"shot:{int(k)}": _cell([v]) for k, v in zip(sub["shots"], sub["value"])}, d, key=key))
         sections[d] = rows
     avg = "average of 5 datasets"
@@ -496,6 +536,7 @@ def fewshot_table(frame, search: tuple[str, ...] = (), reference_dir: str = REFE
         "(seeds averaged: not stated by the source). RepAdapter's own few-shot numbers were not found in a "
         "readable source and are not shown.",
     ] + _selection_note(ok) + _protocol_note(ok, "fewshot") + _search_note(ok, search)
+    table.notes += recipe_notes(list(_recipes(ok)) + list(pub["recipe"]))
     return table
 
 
@@ -528,6 +569,7 @@ def domain_table(frame, search: tuple[str, ...] = ()) -> Table:
         "No published domain-generalization numbers are in petlbench/reference (RepAdapter's were not found in a "
         "readable source), so there are no published rows.",
     ] + _selection_note(ok) + _protocol_note(ok, "domain") + _search_note(ok, search)
+    table.notes += recipe_notes(_recipes(ok))
     return table
 
 
