@@ -205,6 +205,15 @@ def cmd_recipes(args: argparse.Namespace) -> int:
     from .recipe import RECIPES
 
     names = [args.name] if args.name else RECIPES.names()
+    if args.markdown:
+        from .recipe import side_by_side
+
+        recipes = [RECIPES.get(n) for n in (args.name.split(",") if args.name else RECIPES.names())]
+        print("| field | " + " | ".join(r.name for r in recipes) + " |")
+        print("| --- |" + " --- |" * len(recipes))
+        for row in side_by_side(recipes):
+            print("| " + " | ".join(c.replace("|", "\\|") for c in row) + " |")
+        return 0
     for n in names:
         r = RECIPES.get(n)
         if not args.name:
@@ -438,6 +447,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.set_defaults(func=cmd_tasks)
     rc = sub.add_parser("recipes", help="list the recipes (published training procedures), or show one with sources")
     rc.add_argument("name", nargs="?", default="", help="a recipe to show field by field, e.g. noah-fewshot")
+    rc.add_argument("--markdown", action="store_true",
+                    help="the recipes side by side as a Markdown table (NAME may list several: a,b,c)")
     rc.set_defaults(func=cmd_recipes)
     r = sub.add_parser("run", help="train and evaluate one task with one method")
     r.add_argument("--task", required=True, help="e.g. vtab/cifar (see `petlbench tasks`)")

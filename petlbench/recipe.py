@@ -125,6 +125,32 @@ def check_recipe(recipe: Recipe) -> None:
         raise ValueError(f"recipe {recipe.name!r} names unknown fields: {', '.join(bad)}")
 
 
+def side_by_side(recipes: list[Recipe]) -> list[list[str]]:
+    """Rows [field, value under each recipe] for every protocol field any of `recipes` sets (then their method
+    settings as METHOD.KEY), "" where a recipe leaves the field to the task. A per-method protocol value shows as
+    "value (METHOD: other)"; per-dataset values as "per dataset"."""
+    fields: list[str] = []
+    for r in recipes:
+        fields += [k for k in r.protocol if k not in fields]
+    out = []
+    for k in fields:
+        row = [k]
+        for r in recipes:
+            cell = repr(r.protocol[k].value) if k in r.protocol else ""
+            extra = [f"{m}: {d[k].value!r}" for m, d in r.method_protocol.items() if k in d]
+            if any(k in d for d in r.per_task.values()):
+                extra.append("per dataset")
+            row.append(cell + (f" ({'; '.join(extra)})" if extra else ""))
+        out.append(row)
+    keys: list[str] = []
+    for r in recipes:
+        keys += [f"{m}.{k}" for m, d in r.methods.items() for k in d if f"{m}.{k}" not in keys]
+    for mk in keys:
+        m, k = mk.split(".", 1)
+        out.append([mk] + [repr(r.methods[m][k].value) if k in r.methods.get(m, {}) else "" for r in recipes])
+    return out
+
+
 class RecipeRegistry(Registry[Recipe]):
     def add(self, recipe: Recipe) -> Recipe:
         return self.register(recipe.name)(recipe)

@@ -389,3 +389,15 @@ def test_recipes_command_lists_and_shows(capsys):
     assert main(["recipes", "repadapter-vtab"]) == 0
     shown = capsys.readouterr().out
     assert "train.py:134-135 CosineLRScheduler" in shown and "luogen1996/RepAdapter@" in shown
+
+
+def test_docs_list_the_recipes_side_by_side(capsys):
+    """docs/recipes.md carries `petlbench recipes --markdown` as it is now: a changed recipe changes the docs."""
+    import os
+
+    from petlbench.cli import main
+
+    assert main(["recipes", "--markdown"]) == 0
+    table = capsys.readouterr().out.strip()
+    docs = open(os.path.join(os.path.dirname(__file__), "..", "docs", "recipes.md"), encoding="utf-8").read()
+    assert table in docs, "regenerate the table in docs/recipes.md with: petlbench recipes --markdown"
