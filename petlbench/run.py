@@ -546,7 +546,8 @@ def base_record(spec: RunSpec) -> dict[str, Any]:
     return {"config_hash": spec.config_hash, "benchmark": spec.task.benchmark, "task": spec.task.name,
             "group": spec.task.group, "method": spec.method.name, "method_cfg": cfg, "protocol": proto,
             "variant": variant_of_spec(spec.task.name, spec.method.name, cfg, proto),
-            "execution": dataclasses.asdict(spec.execution), "seed": spec.protocol.seed, "versions": versions(),
+            "execution": dataclasses.asdict(spec.execution), "numerics": spec.numerics(),
+            "seed": spec.protocol.seed, "versions": versions(),
             "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
 
 

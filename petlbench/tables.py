@@ -99,7 +99,11 @@ def variant_of(rec: dict, search: Iterable[str] = ()) -> tuple[str, str, dict]:
         else:
             shown.append(f"{k}={_fmt_value(val)}")
     key = v["key"]
-    label = DISPLAY.get(key, key) + (f" [{', '.join(shown)}]" if shown else "") + (f" ({recipe})" if recipe else "")
+    # Mixed precision / compile: never averaged with eager fp32 runs, and visible (the authors trained in fp32,
+    # SSF in fp16), but still the published configuration (its delta row is shown).
+    numerics = [f"{k}={_fmt_value(val)}" for k, val in sorted((rec.get("numerics") or {}).items())]
+    label = DISPLAY.get(key, key) + (f" [{', '.join(shown + numerics)}]" if shown or numerics else "")
+    label += f" ({recipe})" if recipe else ""
     return label, (recipe_key(key, recipe) if not shown else ""), searched
 
 

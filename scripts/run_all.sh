@@ -53,7 +53,7 @@ else
   else
     "$PB" bench "${BENCH[@]}" --out "$RESULTS/efficiency" --quiet || STATUS=1
   fi
-  for sweep in vtab1k fewshot domain; do
+  for sweep in vtab1k vtab1k_noah fewshot domain; do
     step "$sweep"
     "$PB" sweep "scripts/sweeps/$sweep.yaml" --data-root "$DATA_ROOT" --store "$STORE" --out "$OUT" --quiet \
       "${SWEEP_ARGS[@]}" || STATUS=1

@@ -17,7 +17,8 @@ def record(task: str, method: str, value: float, overrides: dict | None = None, 
     cfg, proto = dataclasses.asdict(spec.method.cfg), dataclasses.asdict(spec.protocol)
     rec = {"config_hash": spec.config_hash, "benchmark": spec.task.benchmark, "task": task, "group": spec.task.group,
            "method": method, "method_cfg": cfg, "protocol": proto, "execution": dataclasses.asdict(spec.execution),
-           "variant": variant_of_spec(task, method, cfg, proto), "seed": proto["seed"], "status": status,
+           "variant": variant_of_spec(task, method, cfg, proto), "numerics": spec.numerics(), "seed": proto["seed"],
+           "status": status,
            "params": {"trainable": 239808, "paper": 221184, "head": 7690, "backbone_total": 86e6},
            "selection": proto["selection"], "device": "cpu", "versions": {"petlbench": "test"}}
     if status == "ok":

@@ -84,6 +84,11 @@ def test_variants_never_average_together():
     assert t.rows[t.rows.index(noah) + 1].label.strip() == "delta vs LoRA (published, noah-vtab)"
     qv = _row(t, "LoRA (repadapter-vtab)")
     assert t.rows[t.rows.index(qv) + 1].source != "delta"
+    # numerics (bf16, compile) never average with fp32 runs and are in the label
+    bf16 = {**records.record("vtab/cifar", "lora", 62.0, {"recipe": "noah-vtab", "amp": "bf16"})}
+    t2 = grouped_table(run_frame(recs + [bf16]), "vtab", "vtab1k", "t")
+    assert _row(t2, "LoRA (noah-vtab)").cells["cifar"].mean == 65.0
+    assert _row(t2, "LoRA [amp=bf16] (noah-vtab)").cells["cifar"].mean == 62.0
     shallow = _row(t, "VPT-Shallow (vpt-vtab)")
     assert t.rows[t.rows.index(shallow) + 1].label.strip() == "delta vs VPT-Shallow (published, vpt-vtab)"
     assert any(n.startswith("Recipes") and "noah-vtab: NOAH's VTAB-1k baselines" in n for n in t.notes)
