@@ -2,7 +2,10 @@
 with weights from a hub tag or a local file."""
 from __future__ import annotations
 
+import contextlib
 import os
+import zipfile
+import zlib
 from typing import Any
 
 import torch
@@ -10,9 +13,13 @@ import torch.nn as nn
 
 from .errors import PETLBenchError, UnknownNameError
 from .registry import did_you_mean
+from .weights import cached_hub_file, cached_timm_weights, check_npz, first_line, hub_offline, is_npz
 
 
 OPENCLIP = "openclip:"
+# CLIP's training statistics (open_clip's OPENAI_DATASET_MEAN/STD, its default for every tag without its own)
+OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
 def check_backbone(name: str) -> None:
@@ -36,10 +43,12 @@ def check_backbone(name: str) -> None:
 def create_backbone(name: str, num_classes: int, pretrained: bool | str = False, **kwargs: Any) -> nn.Module:
     """A timm model `name` with a fresh `num_classes` head.
 
-    `pretrained`: False (random init), True (timm's default tag for `name`, from the hub or its cache), or a
-    path to a local checkpoint (.npz as Google released ViT-B_16.npz, .pth, .bin or .safetensors), which timm
-    loads with its own key mapping. Extra keyword arguments go to `timm.create_model` (img_size, depth,
-    drop_path_rate, class_token, ...).
+    `pretrained`: False (random init), True (timm's default tag for `name`, from the local Hugging Face cache
+    when it is there, with no request to the hub, otherwise downloaded), or a path to a local checkpoint: .pth,
+    .bin or .safetensors (timm's key mapping), or a JAX/Flax .npz as Google released ViT-B_16.npz and the AugReg
+    ViTs (timm's `load_pretrained` of the model: ViT, ResNetV2/BiT, MLP-Mixer). The checkpoint's head is kept
+    only when it has `num_classes` outputs (timm's rule); otherwise the head is the model's fresh one. Extra
+    keyword arguments go to `timm.create_model` (img_size, depth, drop_path_rate, class_token, ...).
     """
     if name.startswith(OPENCLIP):
         return create_openclip(name[len(OPENCLIP):], num_classes, pretrained, **kwargs)
@@ -53,23 +62,97 @@ def create_backbone(name: str, num_classes: int, pretrained: bool | str = False,
         if not os.path.isfile(path):
             raise PETLBenchError(f"pretrained checkpoint {pretrained!r} does not exist")
         return load_videomae(timm.create_model(name, pretrained=False, num_classes=num_classes, **kwargs), path)
+    npz = None
     if isinstance(pretrained, str):
         path = os.path.expanduser(pretrained)
         if not os.path.isfile(path):
             raise PETLBenchError(f"pretrained checkpoint {pretrained!r} does not exist")
-        kwargs["pretrained_cfg_overlay"] = dict(file=path)
+        if is_npz(path):
+            check_npz(path)
+            npz = path
+        # timm's builder (load_pretrained in timm/models/_builder.py) hands a `file` to the model's own
+        # load_pretrained (the .npz converter, vision_transformer.py _load_weights) only when custom_load is set,
+        # and otherwise to torch.load / safetensors. Set it both ways: the registry cfg of a tag such as
+        # vit_base_patch16_224.augreg_in21k has custom_load=True (for its .npz URL), which timm 1.0.9 to 1.0.29 at
+        # least keep under a `file` overlay (1.0.31 resets it), so a .pth would go to the .npz reader.
+        kwargs["pretrained_cfg_overlay"] = dict(file=path, custom_load=npz is not None)
         pretrained = True
+    elif pretrained is True and "pretrained_cfg_overlay" not in kwargs:
+        cached = cached_timm_weights(name)
+        if cached is not None:
+            # huggingface_hub reads HF_HUB_OFFLINE at import only, so timm's hub path would still ask the hub
+            # (and retry ~30 s offline) for a file that is cached: hand timm the cached file instead. The hub copy
+            # is a native state dict, hence custom_load=False.
+            kwargs["pretrained_cfg_overlay"] = dict(file=cached, custom_load=False)
+    if npz is None:
+        return _timm_create(name, num_classes, bool(pretrained), kwargs)
+    try:
+        return _timm_create(name, num_classes, True, kwargs)
+    except PETLBenchError:
+        raise
+    except AttributeError as e:
+        if "load_pretrained" not in str(e):
+            raise
+        raise PETLBenchError(f"backbone {name!r} cannot read {npz}: timm converts JAX/Flax .npz checkpoints only "
+                             "for models with a load_pretrained (ViT, ResNetV2/BiT, MLP-Mixer); convert it to "
+                             ".pth or .safetensors") from None
+    except (KeyError, ValueError, RuntimeError, OSError, EOFError, zipfile.BadZipFile, zlib.error) as e:
+        # a missing key (another layout, more blocks than the file has), a shape mismatch, a corrupt member
+        raise PETLBenchError(f"pretrained checkpoint {npz} does not load into {name!r}: "
+                             f"{type(e).__name__}: {first_line(e)}") from None
+
+
+def _timm_create(name: str, num_classes: int, pretrained: bool, kwargs: dict[str, Any]) -> nn.Module:
+    import timm
+
     try:
         try:
-            return timm.create_model(name, pretrained=bool(pretrained), num_classes=num_classes, **kwargs)
+            return timm.create_model(name, pretrained=pretrained, num_classes=num_classes, **kwargs)
         except TypeError as e:
             if "img_size" not in kwargs or "img_size" not in str(e):
                 raise
             # convolutional backbones (ConvNeXt) take any input size and have no img_size argument
-            kwargs.pop("img_size")
-            return timm.create_model(name, pretrained=bool(pretrained), num_classes=num_classes, **kwargs)
+            kwargs = {k: v for k, v in kwargs.items() if k != "img_size"}
+            return timm.create_model(name, pretrained=pretrained, num_classes=num_classes, **kwargs)
     except TypeError as e:  # an unknown timm kwarg
         raise PETLBenchError(f"backbone {name!r} does not accept {sorted(kwargs)}: {e}") from None
+
+
+def input_normalization(backbone: str, pretrained: bool | str = False,
+                        model: nn.Module | None = None) -> tuple[tuple[float, float, float], tuple[float, float, float]]:
+    """(mean, std) of the input normalisation the weights of `backbone` were trained with, as their config says.
+
+    "openclip:<arch>": the built model's own `image_mean`/`image_std` (CLIPClassifier, or open_clip's
+    `visual.image_mean`) when given, else open_clip's pretrained config of the tag `pretrained`, else OpenAI's
+    CLIP statistics (open_clip's default, also for a checkpoint file). timm names: the model's `pretrained_cfg`
+    when given, else timm's config for the name (its default tag, or the tag in "<arch>.<tag>"). This reports the
+    config, not a protocol: timm's vit_base_patch16_224.orig_in21k says (0.5, 0.5, 0.5), while RepAdapter and
+    NOAH normalised those weights with ImageNet's statistics."""
+    if backbone.startswith(OPENCLIP):
+        for holder in (model, getattr(model, "visual", None)):
+            mean, std = getattr(holder, "image_mean", None), getattr(holder, "image_std", None)
+            if mean is not None and std is not None:
+                return _triple(mean), _triple(std)
+        open_clip = _open_clip()
+        cfg: dict[str, Any] = {}
+        if isinstance(pretrained, str) and not os.path.isfile(os.path.expanduser(pretrained)):
+            cfg = open_clip.get_pretrained_cfg(backbone[len(OPENCLIP):], pretrained) or {}
+        return (_triple(cfg.get("mean") or OPENAI_CLIP_MEAN), _triple(cfg.get("std") or OPENAI_CLIP_STD))
+    cfg = getattr(model, "pretrained_cfg", None) if model is not None else None
+    if not cfg:
+        from timm.models import get_pretrained_cfg
+
+        check_backbone(backbone)
+        found = get_pretrained_cfg(backbone)
+        cfg = found.to_dict() if found is not None else {}
+    from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+
+    return _triple(cfg.get("mean") or IMAGENET_DEFAULT_MEAN), _triple(cfg.get("std") or IMAGENET_DEFAULT_STD)
+
+
+def _triple(v) -> tuple[float, float, float]:
+    v = tuple(float(x) for x in (v if isinstance(v, (list, tuple)) else (v,)))
+    return v * 3 if len(v) == 1 else v  # type: ignore[return-value]
 
 
 def _open_clip():
@@ -86,13 +169,19 @@ class CLIPClassifier(nn.Module):
 
     forward(x) = head(normalize(visual(x))): the image embedding (after CLIP's projection), L2-normalised as in
     CLIP's zero-shot classifier, so a head initialised from text embeddings (`zero_shot_weights`) starts as
-    CLIP's zero-shot classifier (logit scale included)."""
+    CLIP's zero-shot classifier (logit scale included). `image_mean`/`image_std`: the input normalisation the
+    weights were trained with (see `input_normalization`)."""
 
-    def __init__(self, visual: nn.Module, embed_dim: int, num_classes: int, normalize: bool = True):
+    def __init__(self, visual: nn.Module, embed_dim: int, num_classes: int, normalize: bool = True,
+                 image_mean: tuple[float, float, float] = OPENAI_CLIP_MEAN,
+                 image_std: tuple[float, float, float] = OPENAI_CLIP_STD):
         super().__init__()
         self.visual = visual
         self.normalize = normalize
         self.head = nn.Linear(embed_dim, num_classes)
+        # the input normalisation the weights expect (open_clip's config of the tag), for the data pipeline
+        self.image_mean = tuple(image_mean)
+        self.image_std = tuple(image_std)
 
     def forward(self, x):
         import torch.nn.functional as F
@@ -129,12 +218,21 @@ def create_openclip(arch: str, num_classes: int, pretrained: bool | str = False,
                                f"{', '.join(open_clip.list_pretrained_tags_by_model(arch))}")
     if isinstance(tag, str) and os.path.sep in tag and not os.path.isfile(os.path.expanduser(tag)):
         raise PETLBenchError(f"pretrained checkpoint {tag!r} does not exist")
+    if isinstance(tag, str) and (open_clip.get_pretrained_cfg(arch, tag) or {}).get("quick_gelu"):
+        # OpenAI's CLIPs were trained with QuickGELU; open_clip (3.x) only warns when the architecture's config
+        # (e.g. "ViT-B-16", not "ViT-B-16-quickgelu") says GELU, and builds the GELU model
+        model_kwargs.setdefault("force_quick_gelu", True)
+    # open_clip loads a tag through the hub even when it is cached (huggingface_hub reads HF_HUB_OFFLINE at
+    # import only); a cached tag is loaded in offline mode. A file would lose the tag's config (QuickGELU, mean).
+    cached = isinstance(tag, str) and os.path.sep not in tag and cached_openclip_weights(arch, tag) is not None
     try:
-        clip = open_clip.create_model(arch, pretrained=tag, **model_kwargs)
+        with hub_offline() if cached else contextlib.nullcontext():
+            clip = open_clip.create_model(arch, pretrained=tag, **model_kwargs)
     except RuntimeError as e:  # open_clip's download or load failure
-        raise PETLBenchError(f"openclip:{arch} weights {tag!r} could not be loaded: {e}") from None
+        raise PETLBenchError(f"openclip:{arch} weights {tag!r} could not be loaded: {first_line(e)}") from None
     embed_dim = clip.visual.output_dim
-    model = CLIPClassifier(clip.visual, embed_dim, num_classes, normalize)
+    mean, std = input_normalization(OPENCLIP + arch, pretrained, clip)
+    model = CLIPClassifier(clip.visual, embed_dim, num_classes, normalize, image_mean=mean, image_std=std)
     if zero_shot_classnames is not None:
         if len(zero_shot_classnames) != num_classes:
             raise PETLBenchError(f"zero-shot head: {len(zero_shot_classnames)} class names for {num_classes} "
@@ -144,6 +242,21 @@ def create_openclip(arch: str, num_classes: int, pretrained: bool | str = False,
                                                       zero_shot_templates))
             model.head.bias.zero_()
     return model
+
+
+def cached_openclip_weights(arch: str, tag: str) -> str | None:
+    """Local path of open_clip tag `tag` of `arch` in the Hugging Face cache, or None (not cached, or URL-hosted:
+    open_clip's own download directory applies)."""
+    cfg = _open_clip().get_pretrained_cfg(arch, tag) or {}
+    if not cfg.get("hf_hub"):
+        return None
+    repo, filename = os.path.split(cfg["hf_hub"])  # "org/name/" (open_clip's default file) or "org/name/file"
+    filename = filename or "open_clip_pytorch_model.bin"
+    # open_clip's download_pretrained_from_hf tries a .safetensors beside the named file first
+    files = [filename.rsplit(".", 1)[0] + ".safetensors", filename]
+    if filename == "open_clip_pytorch_model.bin":
+        files.insert(0, "open_clip_model.safetensors")
+    return cached_hub_file(repo, files)
 
 
 def zero_shot_weights(clip: nn.Module, tokenizer, classnames, templates) -> torch.Tensor:
@@ -191,4 +304,5 @@ def _register_mini() -> None:
 _register_mini()
 from . import video as _video  # noqa: E402  (importing it registers videomae_vit_base_patch16_224 with timm)
 
-__all__ = ["CLIPClassifier", "check_backbone", "create_backbone", "create_openclip", "head_parameters", "_video"]
+__all__ = ["CLIPClassifier", "check_backbone", "create_backbone", "create_openclip", "head_parameters",
+           "input_normalization", "_video"]
