@@ -401,3 +401,20 @@ def test_docs_list_the_recipes_side_by_side(capsys):
     table = capsys.readouterr().out.strip()
     docs = open(os.path.join(os.path.dirname(__file__), "..", "docs", "recipes.md"), encoding="utf-8").read()
     assert table in docs, "regenerate the table in docs/recipes.md with: petlbench recipes --markdown"
+
+
+def test_clip_towers_normalise_with_their_own_statistics():
+    """open_clip backbones default to normalize=model: CLIP's mean/std from open_clip's pretrained config, not
+    ImageNet's; a recipe or an override still decides when it says so."""
+    from petlbench.run import input_normalization
+
+    clip = {"backbone": "openclip:ViT-B-16", "weights": "openai", "drop_path": 0.0}
+    p = resolve("mini/digits", "linear", clip).protocol
+    assert p.normalize == "model"
+    mean, std = input_normalization(p)
+    assert mean == pytest.approx((0.48145466, 0.4578275, 0.40821073)) and std == pytest.approx(
+        (0.26862954, 0.26130258, 0.27577711))
+    assert resolve("mini/digits", "linear", {**clip, "normalize": "imagenet"}).protocol.normalize == "imagenet"
+    assert resolve("mini/digits", "linear").protocol.normalize == "imagenet"  # timm backbones: unchanged
+    assert input_normalization(resolve("vtab/cifar", "vpt", {"recipe": "noah-vtab"}).protocol) == (
+        (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))  # NOAH's VPT: --inception
