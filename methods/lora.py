@@ -1,18 +1,28 @@
-"""LoRA: "LoRA: Low-Rank Adaptation of Large Language Models", Hu et al., 2021 (arXiv:2106.09685), on the
-query and value parts of a ViT's fused qkv projection (the setting of the NOAH / RepAdapter VTAB tables).
+"""LoRA: "LoRA: Low-Rank Adaptation of Large Language Models", Hu et al., 2021 (arXiv:2106.09685), on a ViT's
+fused qkv projection.
 
-    q = W_q x + (alpha / r) * B_q A_q x,   v likewise;  A: r x d (Kaiming-uniform), B: d x r (zeros)
+    split (default): q = W_q x + (alpha / r) * B_q A_q x,  v likewise;  A: r x d, B: d x r per target
+    fused:           qkv = W_qkv x + (alpha / r) * B A x;              A: r x d, B: 3d x r, one pair
 
-Merge: W_qkv' = W_qkv + (alpha / r) [B_q A_q; 0; B_v A_v] (`folding.add_weight_delta`).
-Parameters per block: 2 * len(targets) * r * d; ViT-B/16, r=8, q and v: 294,912.
+The default (split, q and v, A Kaiming-uniform, B zeros) is the LoRA paper's. `fused=True, init="trunc_normal",
+dropout=0.1` (alpha = rank: scale 1) is NOAH's LoRA baseline, the one behind its published VTAB rows: one
+update of the whole qkv output (NOAH model/supernet_vision_transformer_timm.py:225-228, 277-281), whose
+kaiming/zeros init is redrawn by the ViT's `self.apply(_init_vit_weights)` (same file :462, :531, :686) as
+trunc_normal(std 0.02) for A and B, so B is not zero at the start.
+
+Merge: W_qkv' = W_qkv + (alpha / r) [B_q A_q; 0; B_v A_v]  or  + (alpha / r) B A  (`folding.add_weight_delta`).
+Parameters per block: 2 * len(targets) * r * d (split), 4 * r * d (fused); ViT-B/16, r=8: 294,912 for both
+q/v split and fused, so a parameter count cannot tell the two apart.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn as nn
+from timm.layers import trunc_normal_
 
 from petlbench.folding import add_weight_delta
 from petlbench.method import PETLMethod, Wrapper, register_method
@@ -22,22 +32,30 @@ from petlbench.sites import Site
 @dataclass
 class LoRAConfig:
     rank: int = 8  # r (NOAH's LoRA baseline: 8)
-    alpha: float = 8.0  # scaling alpha / r = 1
+    alpha: float = 8.0  # scaling alpha / r = 1 (NOAH's LoRA has no scaling)
     targets: str = "qv"  # which of q, k, v of the fused qkv get an update
-    dropout: float = 0.0  # on the LoRA input
+    dropout: float = 0.0  # on the LoRA input (NOAH: --drop_rate_LoRA, default 0.1)
+    fused: bool = False  # one A (r x d), B (3d x r) over the whole qkv output (NOAH); needs targets "qkv"
+    # "lora": A Kaiming-uniform, B zeros (the LoRA paper); "trunc_normal": A and B trunc_normal(std 0.02), what
+    # NOAH's ViT init leaves them at (B not zero)
+    init: Literal["lora", "trunc_normal"] = "lora"
 
     def validate(self) -> str | None:
         if self.rank < 1:
             return f"rank must be positive, got {self.rank}"
         if not self.targets or set(self.targets) - set("qkv") or len(set(self.targets)) != len(self.targets):
             return f"targets must be letters of 'qkv' without repeats, got {self.targets!r}"
+        if self.fused and self.targets != "qkv":
+            return f"fused=True updates the whole qkv output: targets must be 'qkv', got {self.targets!r}"
         return None
 
 
 class LoRAQKV(Wrapper):
-    """A fused qkv Linear plus low-rank updates on the chosen thirds of its output."""
+    """A fused qkv Linear (or nn.MultiheadAttention) plus low-rank updates: one per chosen third of its
+    output, or with `fused` one over all of it."""
 
-    def __init__(self, base: nn.Module, rank: int, alpha: float, targets: str, dropout: float):
+    def __init__(self, base: nn.Module, rank: int, alpha: float, targets: str, dropout: float,
+                 fused: bool = False, init: str = "lora"):
         super().__init__(base)
         self.mha = isinstance(base, nn.MultiheadAttention)  # open_clip: q, k, v are thirds of in_proj_weight
         if self.mha and dropout > 0:
@@ -45,37 +63,45 @@ class LoRAQKV(Wrapper):
         d = base.embed_dim if self.mha else base.in_features
         if not self.mha and base.out_features != 3 * d:
             raise ValueError(f"LoRA expects a fused qkv Linear (out = 3 * in), got {base.out_features} x {d}")
-        self.dim, self.scaling = d, alpha / rank
-        self.slots = ["qkv".index(t) for t in targets]
+        self.dim, self.scaling, self.fused = d, alpha / rank, fused
+        self.slots = [0] if fused else ["qkv".index(t) for t in targets]
+        rows = 3 * d if fused else d
         self.lora_A = nn.ParameterList(nn.Parameter(torch.empty(rank, d)) for _ in self.slots)
-        self.lora_B = nn.ParameterList(nn.Parameter(torch.zeros(d, rank)) for _ in self.slots)
-        for a in self.lora_A:
-            nn.init.kaiming_uniform_(a, a=math.sqrt(5))
+        self.lora_B = nn.ParameterList(nn.Parameter(torch.zeros(rows, rank)) for _ in self.slots)
+        for a, b in zip(self.lora_A, self.lora_B):
+            if init == "trunc_normal":  # timm's trunc_normal_ (bounds +-2, i.e. ~100 std), as NOAH's init calls it
+                trunc_normal_(a, std=0.02)
+                trunc_normal_(b, std=0.02)
+            else:
+                nn.init.kaiming_uniform_(a, a=math.sqrt(5))
         self.drop = nn.Dropout(dropout)
 
-    def delta(self) -> torch.Tensor:
-        """The (3d, d) weight update: scaling * B A on the chosen thirds, zeros elsewhere."""
-        rows = [torch.zeros(self.dim, self.dim, dtype=self.lora_A[0].dtype, device=self.lora_A[0].device)] * 3
+    def delta(self, dtype: torch.dtype | None = None) -> torch.Tensor:
+        """The (3d, d) weight update: scaling * B A on the chosen thirds (zeros elsewhere), or on all of it."""
+        a0 = self.lora_A[0]
+        dtype = dtype or a0.dtype
+        if self.fused:
+            return self.scaling * (self.lora_B[0].to(dtype) @ a0.to(dtype))
+        delta = torch.zeros(3 * self.dim, self.dim, dtype=dtype, device=a0.device)
         for slot, a, b in zip(self.slots, self.lora_A, self.lora_B):
-            rows[slot] = self.scaling * (b @ a)
-        return torch.cat(rows)
+            delta[slot * self.dim:(slot + 1) * self.dim] = self.scaling * (b.to(dtype) @ a.to(dtype))
+        return delta
 
     def forward(self, x: torch.Tensor, *rest, **kwargs) -> torch.Tensor:
         if self.mha:  # the module itself, called with the updated weight (its forward is untouched)
             return torch.func.functional_call(self.base, {"in_proj_weight": self.base.in_proj_weight + self.delta()},
                                               (x, *rest), kwargs)
-        parts = list(self.base(x).split(self.dim, dim=-1))
+        out = self.base(x)
         h = self.drop(x)
+        if self.fused:
+            return out + self.scaling * ((h @ self.lora_A[0].t()) @ self.lora_B[0].t())
+        parts = list(out.split(self.dim, dim=-1))
         for slot, a, b in zip(self.slots, self.lora_A, self.lora_B):
             parts[slot] = parts[slot] + self.scaling * ((h @ a.t()) @ b.t())
         return torch.cat(parts, dim=-1)
 
     def merged(self) -> nn.Module:
-        w = self.base.in_proj_weight if self.mha else self.base.weight
-        delta = torch.zeros(w.shape, dtype=torch.float64, device=w.device)
-        for slot, a, b in zip(self.slots, self.lora_A, self.lora_B):
-            delta[slot * self.dim:(slot + 1) * self.dim] = self.scaling * (b.detach().double() @ a.detach().double())
-        return add_weight_delta(self.base, delta)
+        return add_weight_delta(self.base, self.delta(torch.float64).detach())
 
 
 @register_method("lora")
@@ -88,4 +114,4 @@ class LoRA(PETLMethod):
 
     def wrap(self, site: Site) -> nn.Module:
         c = self.cfg
-        return LoRAQKV(site.module, c.rank, c.alpha, c.targets, c.dropout)
+        return LoRAQKV(site.module, c.rank, c.alpha, c.targets, c.dropout, fused=c.fused, init=c.init)

@@ -24,7 +24,10 @@ from petlbench.sites import find_sites, replace_module
 class VPTConfig:
     tokens: int = 50  # prompt length (VPT searches it per dataset; 50 is within its grid)
     deep: bool = True  # VPT-Deep (True) or VPT-Shallow (False)
-    dropout: float = 0.1  # on the prompts (VPT's code: 0.1)
+    # on the prompts. 0.1 is NOAH's VPT baseline (configs/VPT/VTAB/slurm_train_vpt_vtab.sh:34,
+    # --drop_rate_prompt=0.1) and what VPT's demo.ipynb final-training commands pass (MODEL.PROMPT.DROPOUT "0.1");
+    # VPT's own config default is 0.0 (KMnP/vpt src/configs/config.py:74, _C.MODEL.PROMPT.DROPOUT = 0.0)
+    dropout: float = 0.1
 
     def validate(self) -> str | None:
         return None if self.tokens >= 1 else f"tokens must be positive, got {self.tokens}"

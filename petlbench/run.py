@@ -43,7 +43,9 @@ HASHED_WHEN_SET = {"protocol": {"head_init": "random", "num_frames": 8, "frame_s
                                  "eval_phase": "end", "recipe": "", "schedule": "per_step", "decay_filter": "all",
                                  "augment": "petlbench", "color_jitter": 0.0, "re_mode": "pixel", "re_count": 1,
                                  "test_crop_pct": 1.0, "drop_last": False, "cooldown_epochs": 0},
-                   "method_cfg": {"dw_adapter": "dense", "train_bias": False}}
+                   # "METHOD.KEY": an option of that method only (two methods' "init" differ)
+                   "method_cfg": {"dw_adapter": "dense", "train_bias": False, "lora.fused": False,
+                                  "lora.init": "lora", "adapter.init": "zero_up", "adapter.placement": "mlp"}}
 
 
 @dataclass
@@ -74,8 +76,11 @@ class RunSpec:
                "method_cfg": dataclasses.asdict(self.method.cfg), "protocol": dataclasses.asdict(self.protocol)}
         for part, fields in HASHED_WHEN_SET.items():  # fields added later: old records keep their hashes
             for key, default in fields.items():
-                if out[part].get(key, default) == default:
-                    out[part].pop(key, None)
+                owner, dot, name = key.rpartition(".")
+                if dot and owner != self.method.name:
+                    continue
+                if out[part].get(name, default) == default:
+                    out[part].pop(name, None)
         numerics = self.numerics()
         if numerics:  # eager fp32 runs keep the hashes they had before numerics were part of the identity
             out["numerics"] = numerics

@@ -30,6 +30,9 @@ _VIT = {
     "mlp": SitePattern(r"blocks\.\d+\.mlp", (), "the whole MLP (input: norm2 output)"),
     "mlp_in": SitePattern(r"blocks\.\d+\.mlp\.fc1", (nn.Linear,), "the first MLP linear"),
     "mlp_out": SitePattern(r"blocks\.\d+\.mlp\.fc2", (nn.Linear,), "the second MLP linear"),
+    # timm's Block: x + drop_path2(ls2(mlp(norm2(x)))); a wrapper here sees the MLP branch after LayerScale and
+    # stochastic depth (nn.Identity when drop_path_rate is 0)
+    "mlp_drop_path": SitePattern(r"blocks\.\d+\.drop_path2", (), "the drop path behind the MLP (and LayerScale)"),
     "block_norm": SitePattern(r"blocks\.\d+\.norm[12]", (nn.LayerNorm,), "pre-attention and pre-MLP norms"),
     "final_norm": SitePattern(r"(norm|fc_norm)", (nn.LayerNorm,), "the norm before the head"),
     "patch_embed": SitePattern(r"patch_embed\.proj", (nn.Conv2d, nn.Conv3d), "the patch (or video tubelet) projection"),
@@ -44,6 +47,7 @@ _SWIN = {
     "mlp": SitePattern(_B + r"\.mlp", (), "the whole MLP (input: norm2 output)"),
     "mlp_in": SitePattern(_B + r"\.mlp\.fc1", (nn.Linear,), "the first MLP linear"),
     "mlp_out": SitePattern(_B + r"\.mlp\.fc2", (nn.Linear,), "the second MLP linear"),
+    "mlp_drop_path": SitePattern(_B + r"\.drop_path2", (), "the drop path behind the MLP"),  # x + dp2(mlp(norm2(x)))
     "block_norm": SitePattern(_B + r"\.norm[12]", (nn.LayerNorm,), "pre-attention and pre-MLP norms"),
     "final_norm": SitePattern(r"norm", (nn.LayerNorm,), "the norm before the head"),
     "patch_embed": SitePattern(r"patch_embed\.proj", (nn.Conv2d,), "the patch projection"),

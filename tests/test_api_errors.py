@@ -28,7 +28,7 @@ def test_unknown_backbone_suggests():
 
 
 @pytest.mark.parametrize("cfg,pattern", [
-    ({"rnk": 4}, r"unknown key 'rnk'; accepted keys: rank, alpha, targets, dropout; did you mean 'rank'"),
+    ({"rnk": 4}, r"unknown key 'rnk'; accepted keys: rank, alpha, targets, dropout, fused, init; did you mean 'rank'"),
     ({"rank": "8"}, r"rank='8' has the wrong type \(str\); expected int"),
     ({"rank": True}, r"rank=True has the wrong type"),
     ({"rank": 0}, r"rank must be positive"),

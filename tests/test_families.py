@@ -146,6 +146,25 @@ def test_zero_shot_head_option_is_checked():
 OLD_HASH = "5ac48f2999de087c"  # mini/digits + repadapter, written before head_init and dw_adapter existed
 
 
+# The mini-benchmark's hashes as the code before recipes, numerics and the NOAH method options computed them.
+OLD_MINI_HASHES = {"lora": "84a1e3e2877304fd", "adapter": "90912ef78c01592e", "vpt": "b3ef8273c2f88f9c",
+                   "ssf": "6120a566c75d2765", "bitfit": "260b8f476a6bbfcb", "full": "370c066b1fa5921f",
+                   "linear": "f1ffc11ea5ddc0c0"}
+
+
+@pytest.mark.parametrize("method", sorted(OLD_MINI_HASHES))
+def test_recipes_and_new_method_options_keep_old_mini_hashes(method):
+    """A task without a recipe (the mini-benchmark), default method options and eager fp32: the record a store
+    already holds is still found."""
+    from petlbench.run import resolve
+
+    assert resolve("mini/digits", method, {"device": "cpu"}).config_hash == OLD_MINI_HASHES[method]
+    if method == "lora":
+        assert resolve("mini/digits", "lora", {"fused": True, "targets": "qkv"}).config_hash != OLD_MINI_HASHES["lora"]
+    if method == "adapter":
+        assert resolve("mini/digits", "adapter", {"init": "trunc_normal"}).config_hash != OLD_MINI_HASHES["adapter"]
+
+
 def test_new_options_keep_old_config_hashes():
     """Fields added to the protocol (head_init) and to RepAdapter (dw_adapter) are hashed only when set, so the
     records written before them are still found (this hash is the one the committed mini store has)."""
