@@ -101,7 +101,8 @@ class Protocol:
         if self.epochs < 1 or self.batch_size < 1 or self.eval_every < 1:
             return "epochs, batch_size and eval_every must be positive"
         if self.warmup_epochs >= self.epochs and self.warmup_epochs > 0:
-            return f"warmup_epochs ({self.warmup_epochs}) must be below epochs ({self.epochs})"
+            return (f"warmup_epochs ({self.warmup_epochs}) must be below epochs ({self.epochs}); with a shorter run, "
+                    f"set warmup_epochs too (e.g. warmup_epochs=0)")
         if self.cooldown_epochs < 0:
             return f"cooldown_epochs must be >= 0, got {self.cooldown_epochs}"
         if not 0 < self.test_crop_pct <= 1:

@@ -182,6 +182,7 @@ TASKS.add(Task(
     protocol=Protocol(**VIDEO_PROTOCOL, frame_sampling="segment", test_clips=2, test_crops=3,
                       train_split="train", clean_train_split="train", val_split="val", test_split="val"),
     method_defaults={"repadapter": {"dim": 2}},  # RepAdapter's hidden size for video
+    recipe="vpetl-video",  # the recipe of the published rows (tasks/recipes/video.py)
     summary="Something-Something-v2 (174 classes): 168,913 train / 24,777 validation videos; 8 frames by "
             "segment sampling, test 2 clips x 3 crops; top-1",
 ))
@@ -190,7 +191,7 @@ TASKS.add(Task(
     protocol=Protocol(**VIDEO_PROTOCOL, frame_sampling="dense", frame_stride=4, test_clips=4, test_crops=3,
                       train_split="train_split1", clean_train_split="train_split1", val_split="test_split1",
                       test_split="test_split1"),
-    method_defaults={"repadapter": {"dim": 2}},
+    method_defaults={"repadapter": {"dim": 2}}, recipe="vpetl-video",
     summary="HMDB51 (51 classes), official split 1 of 3 (3,570 train / 1,530 test videos); 8 frames at "
             "stride 4, test 4 clips x 3 crops; top-1",
 ))

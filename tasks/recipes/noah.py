@@ -31,6 +31,12 @@ COMMON = dict(
     seed=C(0, f"{T}:170 --seed default 0 (the scripts pass none)"),
 )
 
+TIMM_VERSION = ("timm: NOAH ran timm 0.5.4 (requirements.txt:2); petlbench runs the installed timm (>= 1.0.9). "
+                "create_transform, RandAugment's rand-m9-mstd0.5-inc1 op set, Mixup and RandomErasing take the "
+                "same arguments; DropPath draws its mask as bernoulli_ where 0.5.4 used floor(keep + rand) (same "
+                "distribution, other draws). NOAH's ViT-B IN-21k has no pre-logits layer ("
+                + VIT + ":1073-1080), nor has petlbench's.")
+
 # The baselines as NOAH's model builds them (LoRA and Adapter are re-initialised by the ViT's weight init).
 METHODS = {
     "lora": {
@@ -77,9 +83,11 @@ RECIPES.add(Recipe(
     method_protocol={"vpt": {"normalize": C("inception", "configs/VPT/VTAB/slurm_train_vpt_vtab.sh --inception "
                                                          "(lib/datasets.py:238-239)")}},
     deviations=(
-        "NOAH's VPT appends its prompts after the patch tokens and draws them with xavier_uniform over (1, P, D); "
-        "petlbench's VPT inserts them after the prefix tokens (the same function: prompts carry no position) with "
-        "VPT's own init.",
+        TIMM_VERSION,
+        "NOAH's VPT appends its prompts after the patch tokens (" + VIT + ":361-363) and draws them with "
+        "xavier_uniform over (1, P, D); petlbench's VPT inserts them after the prefix tokens (the same function: "
+        "prompts carry no position embedding) with VPT's own init. NOAH's per-dataset prompt lengths come with "
+        "its launch configs (CONFIG=$1) and are not in the repository: set vpt.tokens per run.",
     ),
 ))
 
@@ -105,6 +113,14 @@ RECIPES.add(Recipe(
             "Mixup 0.8 / CutMix 1.0, smoothing 0.1, test Resize(256) + CenterCrop(224)",
     repo=REPO, benchmarks=("fewshot",),
     protocol=FEWSHOT, methods=METHODS,
+    deviations=(
+        TIMM_VERSION,
+        "Seeds: NOAH trains every split seed with --seed 0 ({T}:170) and varies only --few-shot-seed; "
+        "scripts/sweeps/fewshot.yaml sets the training seed to the split seed (seed=s with "
+        "train_shot<k>_seed<s>); pass seed=0 to train as NOAH did.".format(T=T),
+        "Erasing runs on the normalised batch on the device (timm's prefetcher path) instead of per image in "
+        "the loader: the same operation and distribution (tests/test_recipes.py compares them image by image).",
+    ),
 ))
 
 RECIPES.add(Recipe(
@@ -114,6 +130,7 @@ RECIPES.add(Recipe(
     repo=REPO, benchmarks=("domain",),
     protocol=FEWSHOT, methods=METHODS,
     deviations=(
+        TIMM_VERSION,
         "ImageNet-A and -R are scored on their 200 classes (their authors' eval.py); NOAH took a 1000-way argmax.",
     ),
 ))

@@ -54,8 +54,11 @@ RECIPES.add(Recipe(
     ),
     methods=METHODS,
     deviations=(
-        "Evaluation uses the test split of the task's data root; RepAdapter's script evaluates the global "
-        "`test_dl` (the same split).",
+        "timm: RepAdapter's repository pins no version; petlbench runs the installed timm (>= 1.0.9). The pieces "
+        "the recipe uses (CosineLRScheduler, the ViT and its .npz loader) compute the same here; the ViT-B "
+        "IN-21k model of timm >= 0.4.10 has no pre-logits layer, and petlbench's has none either.",
+        "Seed: one run with seed 42 (train.py:72) as the paper; petlbench seeds Python, NumPy and torch but does "
+        "not set cudnn.deterministic (utils.py set_seed does), so GPU runs are not bitwise repeatable.",
     ),
 ))
 

@@ -168,7 +168,7 @@ TASKS.add(Task(
     protocol=Protocol(**SEG_COMMON, backbone="vit_large_patch16_224", weights="vit_large_patch16_224.orig_in21k",
                       optimizer="sgd", lr=1e-3, momentum=0.9, weight_decay=0.0,
                       seg_config="setr_pup_vit-l16_ade20k_512"),
-    method_defaults=SEG_METHOD_DEFAULTS, runner=_run,
+    method_defaults=SEG_METHOD_DEFAULTS, runner=_run, recipe="mmseg-setr-ade20k",
     summary="ADE20K (150 classes), 20,210 train / 2,000 val images; SETR-PUP on ViT-L/16, 512x512, 160k iters "
             "(RepAdapter paper); mIoU",
 ))
@@ -177,6 +177,6 @@ TASKS.add(Task(
     samples_fn=ade_samples,
     protocol=Protocol(**SEG_COMMON, backbone="vit_base_patch16_224", weights="vit_base_patch16_224.orig_in21k",
                       optimizer="adamw", lr=6e-5, weight_decay=0.01, seg_config="upernet_vit-b16_ade20k_512"),
-    method_defaults=SEG_METHOD_DEFAULTS, runner=_run,
+    method_defaults=SEG_METHOD_DEFAULTS, runner=_run, recipe="mmseg-upernet-ade20k",
     summary="ADE20K (150 classes); UperNet on ViT-B/16, 512x512, 160k iters (lighter baseline); mIoU",
 ))

@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 
 # Protocol fields a segmentation run sets in the mmengine config; the others must stay at the task's values.
 SEG_FIELDS = {"backbone", "weights", "drop_path", "img_size", "batch_size", "lr", "weight_decay", "max_iters",
-              "eval_every", "seed", "seg_config", "momentum"}
+              "eval_every", "seed", "seg_config", "momentum", "recipe"}
 TUNED_FORMAT = "petlbench.seg-tuned/1"
 
 
