@@ -486,6 +486,7 @@ def seg_table(frame, search: tuple[str, ...] = (), reference_dir: str = REFERENC
         "column only.",
     ]
     table.notes += _protocol_note(ok, "seg") + _search_note(ok, search)
+    table.notes += recipe_notes(list(_recipes(ok)) + list(pub["recipe"]))
     if not pub.empty:
         table.notes.append("Published rows: " + "; ".join(sorted({str(x) for x in pub["source"]})) + ".")
     return table

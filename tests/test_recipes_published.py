@@ -106,3 +106,41 @@ def test_per_task_keys_are_vtab_tasks():
     names = set(TASKS.names())
     for name in ("vpt-vtab", "ssf-vtab"):
         assert set(RECIPES.get(name).per_task) <= names
+
+
+# Every protocol field of each recipe, as its module cites it (the spot checks above quote the authors' lines;
+# this pins the rest, so a changed field fails here until this table says so).
+EVERY_FIELD = {
+    "vpt-vtab": {
+        "backbone": 'vit_base_patch16_224', "weights": 'vit_base_patch16_224.orig_in21k', "drop_path": 0.0,
+        "epochs": 100, "batch_size": 128, "drop_last": False, "optimizer": 'sgd', "momentum": 0.9, "lr": 0.01,
+        "weight_decay": 0.0001, "decay_filter": 'no_bias', "schedule": 'per_epoch', "warmup_epochs": 10,
+        "warmup_lr": 0.0, "min_lr": 0.0, "label_smoothing": 0.0, "mixup": 0.0, "cutmix": 0.0, "randaugment": '',
+        "random_erasing": 0.0, "img_size": 224, "interpolation": 'bilinear', "normalize": 'imagenet',
+        "test_crop_pct": 1.0, "eval_every": 100, "eval_phase": 'end', "selection": 'reproduction',
+        "train_split": 'train800val200', "test_split": 'test', "seed": 42,
+    },
+    "ssf-vtab": {
+        "backbone": 'vit_base_patch16_224', "weights": 'vit_base_patch16_224.augreg_in21k', "epochs": 100,
+        "cooldown_epochs": 10, "batch_size": 64, "drop_last": True, "optimizer": 'adamw', "decay_filter": 'timm',
+        "schedule": 'timm_next_epoch', "warmup_epochs": 10, "warmup_lr": 1e-07, "min_lr": 1e-08,
+        "label_smoothing": 0.0, "mixup": 0.0, "cutmix": 0.0, "randaugment": '', "random_erasing": 0.0,
+        "img_size": 224, "interpolation": 'bicubic', "normalize": 'inception', "test_crop_pct": 1.0, "eval_every": 1,
+        "eval_phase": 'end', "selection": 'reproduction', "train_split": 'train800val200', "test_split": 'test',
+        "seed": 42,
+    },
+    "fact-vtab": {
+        "backbone": 'vit_base_patch16_224', "weights": 'vit_base_patch16_224.orig_in21k', "drop_path": 0.1,
+        "epochs": 100, "batch_size": 64, "drop_last": True, "optimizer": 'adamw', "lr": 0.001, "weight_decay": 0.0001,
+        "decay_filter": 'all', "schedule": 'timm_epoch', "warmup_epochs": 10, "warmup_lr": 1e-06, "min_lr": 1e-05,
+        "label_smoothing": 0.0, "mixup": 0.0, "cutmix": 0.0, "randaugment": '', "random_erasing": 0.0,
+        "img_size": 224, "interpolation": 'bicubic', "normalize": 'imagenet', "test_crop_pct": 1.0, "eval_every": 10,
+        "eval_phase": 'end', "selection": 'reproduction', "train_split": 'train800val200', "test_split": 'test',
+        "seed": 42,
+    },
+}
+
+
+@pytest.mark.parametrize("name", sorted(EVERY_FIELD))
+def test_every_field_is_pinned(name):
+    assert {k: c.value for k, c in RECIPES.get(name).protocol.items()} == EVERY_FIELD[name]
