@@ -174,6 +174,42 @@ def test_vpt_and_ssf_epoch_lrs():
     assert len(ssf) == 110 and ssf == pytest.approx([1e-7] + [f(t) for t in range(1, 110)], rel=1e-12)
 
 
+def authors_schedule(schedule, epochs, lr, warmup, warmup_lr, min_lr, cooldown=0):
+    """The lr of each epoch as the authors' loops produce it: timm's CosineLRScheduler (warm-up below warmup_t,
+    cosine over t_initial=epochs, min_lr after) read after step(epoch) (RepAdapter train.py:46, NOAH :414) or
+    step(epoch + 1) (SSF train.py:709); VPT's WarmupCosineSchedule(warmup, epochs) at the epoch index
+    (src/solver/lr_scheduler.py:56-65, stepped once per epoch, trainer.py:221)."""
+    def timm(t):
+        if t < warmup:
+            return warmup_lr + t * (lr - warmup_lr) / warmup
+        return min_lr + 0.5 * (lr - min_lr) * (1 + math.cos(math.pi * t / epochs)) if t < epochs else min_lr
+    total = epochs + cooldown
+    if schedule == "timm_epoch":
+        return [warmup_lr] + [timm(t) for t in range(total - 1)]
+    if schedule == "timm_next_epoch":
+        return [warmup_lr] + [timm(t) for t in range(1, total)]
+    assert schedule == "per_epoch"
+    return [warmup_lr + (lr - warmup_lr) * e / warmup if e < warmup else
+            min_lr + 0.5 * (lr - min_lr) * (1 + math.cos(math.pi * (e - warmup) / (epochs - warmup)))
+            if e < epochs else min_lr for e in range(total)]
+
+
+EPOCHWISE = [n for n in RECIPES.names() if RECIPES.get(n).protocol.get("schedule") and
+             RECIPES.get(n).protocol["schedule"].value != "per_step"]
+
+
+@pytest.mark.parametrize("name", EPOCHWISE)
+@pytest.mark.parametrize("length", ["default", "overridden"])
+def test_every_recipe_trains_each_epoch_at_the_authors_lr(name, length):
+    """For every recipe with an epoch-wise schedule, at its default length and at an overridden one."""
+    r = RECIPES.get(name)
+    p = r.protocol_values(task=next(iter(r.per_task), None))  # SSF: the lr is per dataset
+    epochs, warmup = (p["epochs"], p["warmup_epochs"]) if length == "default" else (24, 4)
+    args = (p["schedule"], epochs, p["lr"], warmup, p["warmup_lr"], p["min_lr"], p.get("cooldown_epochs", 0))
+    got = epoch_lrs(epochs, p["lr"], warmup, p["warmup_lr"], p["min_lr"], p["schedule"], p.get("cooldown_epochs", 0))
+    assert got == pytest.approx(authors_schedule(*args), rel=1e-12, abs=1e-15)
+
+
 @pytest.mark.parametrize("epochs,warmup", [(100, 10), (40, 10), (30, 3)])
 def test_epoch_lrs_equal_the_authors_loop(epochs, warmup):
     got = epoch_lrs(epochs, 1e-3, warmup, 1e-6, 1e-5, "timm_epoch")
