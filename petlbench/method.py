@@ -16,16 +16,14 @@ Minimal example (a method that scales the MLP output; see README "Adding a metho
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import logging
-import pkgutil
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Iterator
 
 import torch.nn as nn
 
 from .config import EmptyConfig
-from .registry import Registry
+from .registry import Registry, load_plugins
 from .sites import Site, find_sites, replace_module
 
 log = logging.getLogger(__name__)
@@ -141,21 +139,9 @@ class PETLMethod:
                 "defaults": defaults, "paper": cls.paper}
 
 
-def _load_builtin_methods() -> None:
-    """Import every module in petlbench.methods (the repository's methods/ folder), then plug-ins declared
-    under the `petlbench.methods` entry-point group. Dropping a file into methods/ is enough to add a method."""
-    import petlbench.methods as pkg
-
-    for info in pkgutil.iter_modules(pkg.__path__):
-        if not info.name.startswith("_"):
-            importlib.import_module(f"{pkg.__name__}.{info.name}")
-    from importlib.metadata import entry_points
-
-    for ep in entry_points(group="petlbench.methods"):
-        ep.load()
-
-
-METHODS: Registry[type[PETLMethod]] = Registry("method", loader=_load_builtin_methods)
+# Every module in petlbench.methods (the repository's methods/ folder), then plug-ins declared under the
+# `petlbench.methods` entry-point group: dropping a file into methods/ is enough to add a method.
+METHODS: Registry[type[PETLMethod]] = Registry("method", loader=load_plugins("petlbench.methods", "petlbench.methods"))
 
 
 def register_method(name: str):

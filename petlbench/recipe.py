@@ -23,7 +23,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from .registry import Registry
+from .registry import Registry, load_plugins
 
 
 @dataclass(frozen=True)
@@ -156,15 +156,5 @@ class RecipeRegistry(Registry[Recipe]):
         return self.register(recipe.name)(recipe)
 
 
-def _load_builtin_recipes() -> None:
-    import importlib
-    import pkgutil
-
-    import petlbench.tasks.recipes as pkg
-
-    for info in pkgutil.iter_modules(pkg.__path__):
-        if not info.name.startswith("_"):
-            importlib.import_module(f"{pkg.__name__}.{info.name}")
-
-
-RECIPES: RecipeRegistry = RecipeRegistry("recipe", loader=_load_builtin_recipes)
+# The modules under tasks/recipes/, then other packages' recipes (the `petlbench.recipes` entry-point group).
+RECIPES: RecipeRegistry = RecipeRegistry("recipe", loader=load_plugins("petlbench.tasks.recipes", "petlbench.recipes"))

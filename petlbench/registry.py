@@ -20,6 +20,25 @@ def did_you_mean(name: str, known: Iterable[str]) -> str:
     return f"; did you mean {' or '.join(map(repr, close))}?" if close else ""
 
 
+def load_plugins(package: str, group: str) -> Callable[[], None]:
+    """A registry loader: import every public module of `package` (a folder such as methods/ or tasks/), then
+    every entry point of `group`, through which other packages add theirs."""
+
+    def load() -> None:
+        import importlib
+        import pkgutil
+        from importlib.metadata import entry_points
+
+        pkg = importlib.import_module(package)
+        for info in pkgutil.iter_modules(pkg.__path__):
+            if not info.name.startswith("_"):
+                importlib.import_module(f"{package}.{info.name}")
+        for ep in entry_points(group=group):
+            ep.load()
+
+    return load
+
+
 class Registry(Generic[T]):
     """Maps names to registered objects. `loader` imports the modules that fill it, on first lookup."""
 

@@ -6,13 +6,11 @@ same registry. Task names are "<benchmark>/<dataset folder name>", e.g. "vtab/ci
 from __future__ import annotations
 
 import dataclasses
-import importlib
-import pkgutil
 from dataclasses import dataclass, field
 from typing import Any, Callable, Literal
 
 from .data import OnBad, Sample
-from .registry import Registry
+from .registry import Registry, load_plugins
 
 
 @dataclass
@@ -155,16 +153,4 @@ class TaskRegistry(Registry[Task]):
         return self.register(task.name)(task)
 
 
-def _load_builtin_tasks() -> None:
-    import petlbench.tasks as pkg
-
-    for info in pkgutil.iter_modules(pkg.__path__):
-        if not info.name.startswith("_"):
-            importlib.import_module(f"{pkg.__name__}.{info.name}")
-    from importlib.metadata import entry_points
-
-    for ep in entry_points(group="petlbench.tasks"):
-        ep.load()
-
-
-TASKS: TaskRegistry = TaskRegistry("task", loader=_load_builtin_tasks)
+TASKS: TaskRegistry = TaskRegistry("task", loader=load_plugins("petlbench.tasks", "petlbench.tasks"))
