@@ -269,3 +269,29 @@ def test_cached_openclip_tag_loads_offline_and_restores(no_network):
     # the tag's QuickGELU (OpenAI's activation), though the "ViT-B-16" config says GELU
     assert type(model.visual.transformer.resblocks[0].mlp.gelu).__name__ == "QuickGELU"
     assert constants.HF_HUB_OFFLINE is False and "HF_HUB_OFFLINE" not in os.environ
+
+
+def test_npz_from_the_command_line_trains_as_the_same_weights_in_safetensors(tmp_path, capsys):
+    """`petlbench run ... weights=FILE.npz`: the shipped mini backbone written as a Google .npz gives the same run,
+    to the last digit, as the same weights from their .safetensors file (the route RepAdapter / NOAH users take
+    with ViT-B_16.npz)."""
+    import json
+
+    from petlbench.cli import main
+    from petlbench.tasks.mini import generate
+
+    src = petlbench.create_model("petlbench_vit_mini", "full", num_classes=10, pretrained=resolve_weights(
+        "petlbench_vit_mini", "petlbench:vit_mini_procedural")[1])
+    npz = tmp_path / "mini.npz"
+    to_google_npz(src, npz, pre_logits=False)
+    root = generate(str(tmp_path / "data"))
+    values = []
+    for weights in (str(npz), "petlbench:vit_mini_procedural"):
+        store = tmp_path / f"store-{len(values)}"
+        assert main(["run", "--task", "mini/digits", "--method", "linear", "--data-root", root, "--store", str(store),
+                     "--out", str(tmp_path / "out"), "--quiet", f"weights={weights}", "epochs=1", "warmup_epochs=0",
+                     "eval_every=1", "device=cpu", "num_workers=0"]) == 0
+        (rec,) = [json.load(open(os.path.join(d, f))) for d, _, fs in os.walk(store) for f in fs]
+        values.append((rec["value"], rec["final_loss"]))
+    assert values[0] == values[1]
+    assert "mini/digits linear: top-1" in capsys.readouterr().out
