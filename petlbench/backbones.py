@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import pickle
 import zipfile
 import zlib
 from typing import Any
@@ -62,9 +63,9 @@ def create_backbone(name: str, num_classes: int, pretrained: bool | str = False,
         if not os.path.isfile(path):
             raise PETLBenchError(f"pretrained checkpoint {pretrained!r} does not exist")
         return load_videomae(timm.create_model(name, pretrained=False, num_classes=num_classes, **kwargs), path)
-    npz = None
+    npz = local = None
     if isinstance(pretrained, str):
-        path = os.path.expanduser(pretrained)
+        path = local = os.path.expanduser(pretrained)
         if not os.path.isfile(path):
             raise PETLBenchError(f"pretrained checkpoint {pretrained!r} does not exist")
         if is_npz(path):
@@ -84,8 +85,17 @@ def create_backbone(name: str, num_classes: int, pretrained: bool | str = False,
             # (and retry ~30 s offline) for a file that is cached: hand timm the cached file instead. The hub copy
             # is a native state dict, hence custom_load=False.
             kwargs["pretrained_cfg_overlay"] = dict(file=cached, custom_load=False)
-    if npz is None:
+    if npz is None and local is None:
         return _timm_create(name, num_classes, bool(pretrained), kwargs)
+    if npz is None:  # a .pth / .bin / .safetensors file: torch.load(weights_only=True) or safetensors
+        try:
+            return _timm_create(name, num_classes, True, kwargs)
+        except PETLBenchError:
+            raise
+        except (KeyError, ValueError, RuntimeError, OSError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile) as e:
+            raise PETLBenchError(f"pretrained checkpoint {local} does not load into {name!r}: "
+                                 f"{type(e).__name__}: {first_line(e)} (a pickle with objects other than tensors "
+                                 "is refused by torch.load(weights_only=True): save its state_dict)") from None
     try:
         return _timm_create(name, num_classes, True, kwargs)
     except PETLBenchError:

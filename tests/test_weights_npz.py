@@ -295,3 +295,17 @@ def test_npz_from_the_command_line_trains_as_the_same_weights_in_safetensors(tmp
         values.append((rec["value"], rec["final_loss"]))
     assert values[0] == values[1]
     assert "mini/digits linear: top-1" in capsys.readouterr().out
+
+
+class _NotATensor:
+    pass
+
+
+def test_a_pickle_torch_refuses_is_one_line_naming_the_file(tmp_path):
+    """torch.load(weights_only=True) refuses a checkpoint holding other objects: one line naming the file and the
+    fix, not torch's 50-line UnpicklingError chain."""
+    path = tmp_path / "objects.pth"
+    torch.save({"model": _NotATensor()}, path)
+    with pytest.raises(PETLBenchError) as e:
+        petlbench.create_model(BACKBONE, "linear", num_classes=3, pretrained=str(path), **TINY)
+    assert str(path) in str(e.value) and "\n" not in str(e.value) and "state_dict" in str(e.value)
