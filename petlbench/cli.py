@@ -9,6 +9,7 @@
     petlbench bench [--backbone NAME] ...  the efficiency table (params, GMACs, latency, memory; merged vs not)
     petlbench bench-train ...              training images/s of each method vs full fine-tuning
     petlbench estimate-vtab ...            a whole VTAB-1k run's time from measured per-step/per-image costs
+    petlbench check-data --task T --data-root R   read every list of a task, open every file, check sizes
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import datetime
 import logging
 import os
 import shlex
+import signal
 import sys
 
 from .errors import ConfigError, PETLBenchError
@@ -428,6 +430,35 @@ def cmd_estimate_vtab(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_check_data(args: argparse.Namespace) -> int:
+    """One summary line per split, then the first bad files of each (file:line); exit 1 if anything is wrong."""
+    from .check import check_tasks, tasks_of
+    from .task import TASKS
+
+    tasks = [TASKS.get(args.task)] if args.task else tasks_of(args.benchmark)
+    splits = [x.strip() for x in args.split.split(",") if x.strip()] if args.split else None
+    bar = _Bar(not args.quiet)
+    try:
+        result = check_tasks(tasks, args.data_root, splits, workers=args.workers,
+                             cache_path=None if args.no_cache else "", decode_videos=args.decode_videos,
+                             progress=bar)
+    finally:
+        bar.close()
+    for r in result.splits:
+        print(r.summary())
+        if r.sources and not r.error:
+            print(f"  read {r.sources[0]}" + (f" and {len(r.sources) - 1} more" if len(r.sources) > 1 else ""))
+        problems = r.labels_outside + r.bad
+        for p in problems[:args.show]:
+            print(f"  {p.where}: {p.path}: {p.reason}" if p.where != p.path else f"  {p.path}: {p.reason}")
+        if len(problems) > args.show:
+            print(f"  ... and {len(problems) - args.show} more")
+    bad = sum(not r.ok for r in result.splits)
+    print(f"{len(result.splits)} splits, {bad} with problems; {result.checked} files checked, "
+          f"{result.cached} unchanged since an earlier check")
+    return 1 if bad else 0
+
+
 def _add_store_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--store", default=os.path.join("results", "store"), help="result store (default: %(default)s)")
     p.add_argument("--out", default=os.path.join("results", "runs"),
@@ -534,7 +565,31 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--out", default=os.path.join("results", "efficiency"))
     ev.add_argument("--quiet", action="store_true")
     ev.set_defaults(func=cmd_estimate_vtab)
+    cd = sub.add_parser("check-data", help="read every list of a task's splits, open every file, check sizes")
+    which = cd.add_mutually_exclusive_group(required=True)
+    which.add_argument("--task", help="e.g. vtab/cifar (see `petlbench tasks`)")
+    which.add_argument("--benchmark", help="every task of a benchmark: vtab, fewshot, domain, video, ...")
+    cd.add_argument("--data-root", required=True, help="folder holding the dataset folders")
+    cd.add_argument("--split", default="", help="comma-separated splits to check (default: all of the task's)")
+    cd.add_argument("--workers", type=int, default=None, help="threads opening files (default: 2 per CPU, max 32)")
+    cd.add_argument("--decode-videos", action="store_true",
+                    help="also decode each video's first frame with decord (default: exists and is not empty)")
+    cd.add_argument("--no-cache", action="store_true",
+                    help="open every file again (default: files that passed before and are unchanged are "
+                         "skipped; cache in $PETLBENCH_CACHE/check.sqlite, default ~/.cache/petlbench)")
+    cd.add_argument("--show", type=int, default=10, help="bad files named per split (default: %(default)s)")
+    cd.add_argument("--quiet", action="store_true", help="no progress bars")
+    cd.set_defaults(func=cmd_check_data)
     return p
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread: a KeyboardInterrupt, so `except Exception` in library code does not
+    swallow it and `finally` blocks (progress bars, atomic writes) run as on Ctrl-C."""
+
+
+def _on_sigterm(signum, frame):
+    raise _Terminated()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -543,13 +598,23 @@ def main(argv: list[str] | None = None) -> int:
     args.argv = argv
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
+        previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    except ValueError:  # not the main thread (main() called from a thread): leave signals alone
+        previous = None
+    try:
         return args.func(args)
     except PETLBenchError as e:
         print(f"petlbench: error: {e}", file=sys.stderr)
         return 2
+    except _Terminated:
+        print("petlbench: terminated", file=sys.stderr)
+        return 143  # 128 + SIGTERM, what a shell reports for a process the signal killed
     except KeyboardInterrupt:
         print("petlbench: interrupted", file=sys.stderr)
         return 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

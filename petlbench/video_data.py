@@ -5,7 +5,9 @@ VideoMAE / AdaptFormer fine-tuning code does.
 (3, T, S, S) clip for training, or all test views (V, 3, T, S, S), V = test_clips x test_crops, whose softmax
 scores the evaluation averages per video. Bad input (a missing file, a file that does not decode, too few
 frames) fails naming the path and its list file:line, or is skipped exactly like `petlbench.data.ImageDataset`
-items (the runner checks missing files for a whole split first).
+items (the runner checks missing files for a whole split first). In DataLoader workers the failure travels as a
+`petlbench.data.WorkerFailure`, so the main process raises the same one-line DataError (batch with
+`collate_skip`).
 """
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ from typing import Sequence
 import torch
 from torch.utils.data import Dataset
 
-from .data import BadImages, DataError, OnBad, Sample
+from .data import BadImages, OnBad, Sample, bad_input
 
 
 def sample_indices(n_frames: int, num_frames: int, mode: str, stride: int, train: bool,
@@ -148,7 +150,7 @@ class VideoDataset(Dataset):
             known = isinstance(e, (_TooShort, FileNotFoundError))
             reason = str(e) if known else f"video does not decode: {_first_line(e)}"
             if self.on_bad == "fail":
-                raise DataError(f"{s.path} ({s.source}): {reason}") from None
+                return bad_input(f"{s.path} ({s.source}): {reason}")
             return None, s.path, reason
         size, p = self.protocol.img_size, self.protocol
         if self.train:

@@ -8,8 +8,14 @@ Source task `domain/imagenet` (1000 classes; NOAH's lists, github.com/ZhangYuanh
     <data_root>/imagenet/train/<wnid>/*.JPEG       the ImageNet train images the lists name (NOAH's lib/datasets.py
                                                    joins root + '/train'; `images/train` is accepted too)
     <data_root>/imagenet/val/<wnid>/*.JPEG         split `test`: ImageNet val in class folders (the usual
-                                                   valprep layout; `images/val` accepted), or, when present,
-    <data_root>/imagenet/annotations/val_meta.list lines relative to the val folder.
+                                                   valprep layout; `images/val` accepted), or
+    <data_root>/imagenet/annotations/val_meta.list NOAH's list, lines relative to the val folder
+                                                   ("ILSVRC2012_val_00000001.JPEG 65": the flat val folder).
+
+Rule for `test` when both could apply (NOAH's README has its annotations folder copied whole, so val_meta.list is
+often there next to wnid folders): the list is used when its first paths exist under a val folder; otherwise
+the wnid class folders are, when the val folder has them; otherwise the list (read_list_file then names the
+first missing image). The choice is logged (INFO); samples' `source` names the list line or the image file.
 
 Targets (eval_only; their class folders as the datasets ship, labels from the folder names):
 
@@ -40,12 +46,15 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import logging
 import os
 
-from petlbench.data import DataError, Sample, first_dir, folder_samples, read_list_file
+from petlbench.data import DataError, Sample, first_dir, folder_samples, holding_root, read_list_file, text_lines
 from petlbench.task import TASKS, Protocol, Task
 
 from .fewshot import FEWSHOT_PROTOCOL, dataset_folder
+
+log = logging.getLogger(__name__)
 
 PROTOCOL_DIR = os.path.join(os.path.dirname(__file__), "protocols")
 SEEDS = (0, 1, 2)
@@ -65,8 +74,7 @@ def _synsets_file() -> str | None:
 
 
 def _read_wnids(path: str) -> list[str]:
-    with open(path, encoding="utf-8") as f:
-        return [w for w in (line.strip() for line in f) if w and not w.startswith("#")]
+    return [w for w in (line.strip() for _, line in text_lines(path)) if w and not w.startswith("#")]
 
 
 @functools.lru_cache(maxsize=None)
@@ -120,28 +128,21 @@ def _imagenet_folder(data_root: str) -> str:
     return dataset_folder(data_root, ("imagenet", "imagenet-1k", "imagenet1k"), f"task {SOURCE!r}")
 
 
-def _sub_dir(folder: str, name: str, list_path: str | None = None) -> str:
-    """`<folder>/<name>` or `<folder>/images/<name>` (train / val images); with a list file, the one holding its
-    first path."""
+def _sub_dirs(folder: str, name: str) -> list[str]:
+    """The existing of `<folder>/<name>` and `<folder>/images/<name>` (train / val images); DataError if none."""
     candidates = [os.path.join(folder, name), os.path.join(folder, "images", name)]
     existing = [c for c in candidates if os.path.isdir(c)]
     if not existing:
         raise DataError(f"task {SOURCE!r}: no ImageNet {name} folder; tried {', '.join(map(repr, candidates))}")
+    return existing
+
+
+def _sub_dir(folder: str, name: str, list_path: str | None = None) -> str:
+    """`<folder>/<name>` or `<folder>/images/<name>`; with a list file, the one holding its first paths."""
+    existing = _sub_dirs(folder, name)
     if list_path is not None and len(existing) > 1:
-        return _holding_first(existing, list_path)
+        return holding_root(existing, list_path) or existing[0]
     return existing[0]
-
-
-def _holding_first(roots: list[str], list_path: str) -> str:
-    with open(list_path, encoding="utf-8") as f:
-        for line in f:
-            parts = line.strip().rsplit(maxsplit=1)
-            if len(parts) == 2:
-                for r in roots:
-                    if os.path.isfile(os.path.join(r, parts[0])):
-                        return r
-                break
-    return roots[0]
 
 
 def _list_split(folder: str, name: str, split: str) -> str:
@@ -152,19 +153,39 @@ def _list_split(folder: str, name: str, split: str) -> str:
     return path
 
 
+def _has_class_folders(root: str) -> bool:
+    return any(os.path.isdir(os.path.join(root, d)) for d in os.listdir(root) if d in wnid_to_index())
+
+
+def _imagenet_test(task: Task, folder: str) -> list[Sample]:
+    """ImageNet val, by the rule of the module docstring (NOAH's val_meta.list or wnid class folders)."""
+    list_path = os.path.join(folder, "annotations", "val_meta.list")
+    val_dirs = _sub_dirs(folder, "val")
+    if os.path.isfile(list_path):
+        holding = holding_root(val_dirs, list_path)
+        if holding is not None:
+            log.info("%s test: %s, images under %s", SOURCE, list_path, holding)
+            return read_list_file(list_path, holding, task.num_classes, inside=folder)
+        with_classes = next((d for d in val_dirs if _has_class_folders(d)), None)
+        if with_classes is None:
+            return read_list_file(list_path, val_dirs[0], task.num_classes, inside=folder)  # names the missing
+        log.info("%s test: %s names files that are not under %s; using the WordNet-id folders of %s",
+                 SOURCE, list_path, " or ".join(val_dirs), with_classes)
+        return class_folders(with_classes, wnid_to_index(), "an ImageNet-1k WordNet id")
+    log.info("%s test: WordNet-id folders of %s", SOURCE, val_dirs[0])
+    return class_folders(val_dirs[0], wnid_to_index(), "an ImageNet-1k WordNet id")
+
+
 def imagenet_samples(task: Task, data_root: str, split: str) -> list[Sample]:
     folder = _imagenet_folder(data_root)
     if split == "test":
-        list_path = os.path.join(folder, "annotations", "val_meta.list")
-        if os.path.isfile(list_path):
-            return read_list_file(list_path, _sub_dir(folder, "val", list_path), task.num_classes)
-        return class_folders(_sub_dir(folder, "val"), wnid_to_index(), "an ImageNet-1k WordNet id")
+        return _imagenet_test(task, folder)
     if split == "val":
         list_path = _list_split(folder, "unofficial_val_list_4_shot16seed0", split)
     else:
         seed = int(split.rsplit("_seed", 1)[1])
         list_path = _list_split(folder, f"train_meta.list.num_shot_16.seed_{seed}", split)
-    return read_list_file(list_path, _sub_dir(folder, "train", list_path), task.num_classes)
+    return read_list_file(list_path, _sub_dir(folder, "train", list_path), task.num_classes, inside=folder)
 
 
 # Each target: (folder candidates under data_root, label mapping, what a class folder must be).
@@ -197,6 +218,19 @@ def target_samples(task: Task, data_root: str, split: str) -> list[Sample]:
     candidates, what = TARGET_LAYOUTS[name]
     root = first_dir(data_root, candidates, f"task {task.name!r}", "image folder")
     return class_folders(root, target_mapping(name), what)
+
+
+# Images per split (`petlbench check-data`): NOAH's lists (16 x 1000 per seed; its unofficial val list has
+# 2,959 lines), ImageNet val, and the targets as they ship.
+SPLIT_SIZES = {("domain/imagenet", "val"): 2959, ("domain/imagenet", "test"): 50000,
+               **{("domain/imagenet", f"train_shot16_seed{s}"): 16000 for s in SEEDS},
+               ("domain/imagenet_v2", "test"): 10000, ("domain/imagenet_sketch", "test"): 50889,
+               ("domain/imagenet_a", "test"): 7500, ("domain/imagenet_r", "test"): 30000}
+
+
+def split_size(task: Task, split: str) -> int | None:
+    """The number of images of a split of a domain-generalization task; None when not known."""
+    return SPLIT_SIZES.get((task.name, split))
 
 
 # --- registration -----------------------------------------------------------------------------------------

@@ -2,7 +2,7 @@
 FGVC-Aircraft, Food-101, Oxford Flowers-102, Oxford-IIIT Pets and Stanford Cars at 1/2/4/8/16 shots per class,
 split seeds 0/1/2. Not VPT's full-data "FGVC" benchmark (CUB, NABirds, ...): task names are "fewshot/<dataset>".
 
-Layout: NOAH's split files (github.com/ZhangYuanhan-AI/NOAH, data/few-shot/<dataset>/annotations/), next to the
+Layouts: NOAH's split files (github.com/ZhangYuanhan-AI/NOAH, data/few-shot/<dataset>/annotations/), next to the
 images of the dataset as it ships:
 
     <data_root>/<dataset>/annotations/train_meta.list.num_shot_<k>.seed_<s>    k in 1,2,4,8,16; s in 0,1,2
@@ -12,22 +12,37 @@ images of the dataset as it ships:
                                             joins root + '/images'); Stanford Cars' lines are "cars_train/..."
                                             and "cars_test/..." relative to the dataset folder itself.
 
-The image root is `<dataset>/images` when the list's first path exists there, else the dataset folder. The
-dataset folder may carry the task's name or the names NOAH uses (its repository: fgvc-aircraft, food101,
+or RepAdapter's (its dataset.py get_data(few_shot=True): './data/few_shot/'+name+'/train_meta.list.num_shot_%d.
+seed_%d', images under '.../images/train/' and '.../images/test/'):
+
+    <data_root>/<dataset>/train_meta.list.num_shot_<k>.seed_<s>, test_meta.list (val_meta.list)
+    <data_root>/<dataset>/images/train/...  the train (and val) lists' paths are relative to it
+    <data_root>/<dataset>/images/test/...   the test list's paths are relative to it
+
+Rules, when several could match: the list file is `<dataset>/annotations/<file>` if it exists, else
+`<dataset>/<file>` (LIST_DIRS). The image root is the first of IMAGE_DIRS[train or test]
+(`images/train` or `images/test`, then `images`, then the dataset folder) under which the list's first paths
+exist; when none holds them, the first that exists, and read_list_file names the missing image. Each choice is
+logged (INFO), and every sample's `source` names its list file and line. The dataset folder may carry the
+task's name or the names NOAH and RepAdapter use (NOAH's repository: fgvc-aircraft, food101,
 oxford-flowers102, oxford-pets, standford-cars [sic]; its scripts: fgvc_aircraft, food-101, oxford_flowers,
-oxford_pets, stanford_cars); see FOLDER_NAMES. NOAH's 1-shot Oxford-Pets lists repeat every line twice; the
-duplicates are kept, as NOAH trained on them.
+oxford_pets, stanford_cars; RepAdapter's configs: standford_cars); see FOLDER_NAMES, first match wins. Listed
+paths must stay inside the dataset folder (petlbench.data.read_list_file). NOAH's 1-shot Oxford-Pets lists
+repeat every line twice; the duplicates are kept, as NOAH trained on them.
 
 Splits: `train_shot<k>_seed<s>` (15 of them; `fewshot_split(k, s)` builds the name), `val`, `test`. The protocol
 trains on train_shot16_seed0; pass train_split=fewshot_split(k, s) (and clean_train_split) to run another.
 """
 from __future__ import annotations
 
+import logging
 import os
 
-from petlbench.data import DataError, Sample, first_dir, read_list_file
+from petlbench.data import DataError, Sample, first_dir, holding_root, read_list_file
 from petlbench.errors import ConfigError
 from petlbench.task import TASKS, Protocol, Task
+
+log = logging.getLogger(__name__)
 
 SHOTS = (1, 2, 4, 8, 16)
 SEEDS = (0, 1, 2)
@@ -41,7 +56,9 @@ DATASETS: dict[str, tuple[int, int, str]] = {
     "stanford_cars": (196, 8041, "Stanford Cars"),
 }
 
-# Folder names accepted under <data_root>, first match wins: ours, then NOAH's repository and script names.
+# Folder names accepted under <data_root>, first match wins: ours, then NOAH's repository and script names
+# and RepAdapter's configs/repblock_few_shot names (fgvc_aircraft, food101, oxford_flowers102, oxford_pets,
+# standford_cars).
 FOLDER_NAMES: dict[str, tuple[str, ...]] = {
     "fgvc_aircraft": ("fgvc_aircraft", "fgvc-aircraft"),
     "food101": ("food101", "food-101"),
@@ -70,40 +87,56 @@ def split_file(split: str) -> str:
     return f"train_meta.list.num_shot_{int(shot)}.seed_{int(seed)}"
 
 
+# Where a split's list file may be, first match wins: NOAH's annotations/, then RepAdapter's dataset folder.
+LIST_DIRS = ("annotations", "")
+# Image roots tried for a list, by the kind of split, first holding the list's first paths wins.
+IMAGE_DIRS = {"train": ("images/train", "images", ""), "test": ("images/test", "images", "")}
+
+
 def dataset_folder(data_root: str, names: tuple[str, ...], what: str) -> str:
     """The first of `names` that is a folder under data_root; DataError naming every path tried."""
     return first_dir(data_root, names, what, "dataset folder")
 
 
-def _first_path(list_path: str) -> str | None:
-    with open(list_path, encoding="utf-8") as f:
-        for line in f:
-            parts = line.strip().rsplit(maxsplit=1)
-            if len(parts) == 2:
-                return parts[0]
-    return None
+def list_path(folder: str, split: str, what: str) -> str:
+    """The split's list file: the first of LIST_DIRS holding it; DataError naming the paths tried."""
+    tried = [os.path.join(folder, d, split_file(split)) if d else os.path.join(folder, split_file(split))
+             for d in LIST_DIRS]
+    found = next((p for p in tried if os.path.isfile(p)), None)
+    if found is None:
+        raise DataError(f"{what}, split {split!r}: no list file; tried {', '.join(map(repr, tried))} (NOAH's "
+                        f"data/few-shot/<dataset>/annotations/{split_file(split)}, or RepAdapter's "
+                        f"data/few_shot/<dataset>/{split_file(split)})")
+    return found
 
 
-def image_root(folder: str, list_path: str) -> str:
-    """`<folder>/images` (NOAH) or `<folder>` (Stanford Cars): where the list's first path exists, else the
-    first of them that exists (read_list_file then names the missing image)."""
-    candidates = [os.path.join(folder, "images"), folder]
-    first = _first_path(list_path)
-    if first is not None:
-        for root in candidates:
-            if os.path.isfile(os.path.join(root, first)):
-                return root
-    return next(r for r in candidates if os.path.isdir(r))
+def image_root(folder: str, list_path: str, kind: str = "train") -> str:
+    """The image root of a list (see the module docstring): the first of IMAGE_DIRS[kind] under `folder`
+    holding the list's first paths, else the first that exists (read_list_file then names the missing image)."""
+    candidates = [os.path.join(folder, d) if d else folder for d in IMAGE_DIRS[kind]]
+    found = holding_root(candidates, list_path)
+    if found is None:
+        found = next(r for r in candidates if os.path.isdir(r))
+        log.info("%s: its first paths are under none of %s; reading it relative to %s", list_path,
+                 ", ".join(candidates), found)
+    return found
 
 
 def fewshot_samples(task: Task, data_root: str, split: str) -> list[Sample]:
     name = task.name.split("/", 1)[1]
-    folder = dataset_folder(data_root, FOLDER_NAMES[name], f"task {task.name!r}")
-    list_path = os.path.join(folder, "annotations", split_file(split))
-    if not os.path.isfile(list_path):
-        raise DataError(f"task {task.name!r}, split {split!r}: list file {list_path!r} does not exist "
-                        f"(NOAH's data/few-shot/<dataset>/annotations/{split_file(split)})")
-    return read_list_file(list_path, image_root(folder, list_path), task.num_classes)
+    what = f"task {task.name!r}"
+    folder = dataset_folder(data_root, FOLDER_NAMES[name], what)
+    path = list_path(folder, split, what)
+    root = image_root(folder, path, "test" if split == "test" else "train")
+    log.info("%s %s: list %s, images under %s", task.name, split, path, root)
+    return read_list_file(path, root, task.num_classes, inside=folder)
+
+
+def split_size(task: Task, split: str) -> int | None:
+    """The images of a split when known: the test split's (DATASETS); None for the others (NOAH's k-shot lists
+    are not always k x classes: its 1-shot Oxford-Pets list repeats every line)."""
+    name = task.name.split("/", 1)[1]
+    return DATASETS[name][1] if split == "test" and name in DATASETS else None
 
 
 # NOAH's few-shot protocol: configs/*/few-shot/slurm_train_*_few-shot.sh (--lr 0.005 --weight-decay 0.0001

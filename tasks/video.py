@@ -4,17 +4,24 @@ Something-Something-v2 (174 classes) and HMDB51 (51 classes), VideoMAE ViT-B, cl
 
 Layouts, under <data_root>; a split's list file wins over the official layout when both are there:
 
-    SSv2 (folder ssv2/, something-something-v2/ or 20bn-something-something-v2/):
+    SSv2 (folder ssv2/, SSV2/ (RepAdapter's video README: --data_path /path/to/SSV2), something-something-v2/
+    or 20bn-something-something-v2/; SSV2_FOLDERS, first match wins):
       official: labels/something-something-v2-labels.json       {"<template without brackets>": "<index>"}
                 labels/something-something-v2-{train,validation}.json   [{"id": "78687", "template": ...}, ...]
                 <id>.webm directly in the folder, or under videos/ or 20bn-something-something-v2/
-      lists:    train.csv, val.csv        "<path> <label>" (VideoMAE's), space- or comma-separated; paths
-                                          relative to the dataset folder, or absolute
-    HMDB51 (folder hmdb51/):
+      lists:    train.csv, val.csv (or test.csv, which VideoMAE writes identical to val.csv)   "<path> <label>"
+                (VideoMAE's), space- or comma-separated; paths relative to the dataset folder, or absolute
+    HMDB51 (folder hmdb51/, or HMDB51/ as RepAdapter and VideoMAE name it in --data_set; HMDB_FOLDERS):
       official: videos/<class>/<name>.avi (or <class>/ directly under hmdb51/); split files
-                splits/<class>_test_split<k>.txt (or testTrainMulti_7030_splits/, the archive's name), lines
+                splits/<class>_test_split<k>.txt (or testTrainMulti_7030_splits/, the archive's name, or
+                annotations/, mmaction2's data/hmdb51/annotations/; HMDB_SPLIT_DIRS, first match wins), lines
                 "<name>.avi <id>": 1 = train, 2 = test, 0 = unused. Classes: the sorted class-folder names.
-      lists:    train_split<k>.csv, test_split<k>.csv   "<path> <label>", as for SSv2
+      lists:    train_split<k>.csv, test_split<k>.csv   "<path> <label>", as for SSv2; for split 1 also
+                VideoMAE's and RepAdapter's names train.csv and test.csv (or val.csv), which hold split 1
+
+A split's list names are tried in the order of SSV2_LISTS / HMDB_LISTS; the first that exists is used (logged,
+INFO; every sample's `source` names the list file and line). Relative paths in lists must stay inside the
+dataset folder; absolute paths, as VideoMAE writes them, may point anywhere (petlbench.data.read_list_file).
 
 Missing videos are not checked here: the runner checks every path of a split before decoding, and fails naming
 the list line, or with on_bad_image=skip drops and records them (`run.load_split`).
@@ -25,31 +32,58 @@ are not public); HMDB51 train_split1..3, test_split1..3, the protocol on split 1
 from __future__ import annotations
 
 import json
+import logging
 import os
 
-from petlbench.data import DataError, Sample, first_dir, read_list_file
+from petlbench.data import DataError, Sample, first_dir, read_list_file, read_text, text_lines
 from petlbench.task import TASKS, Protocol, Task
 
-SSV2_FOLDERS = ("ssv2", "something-something-v2", "20bn-something-something-v2")
+log = logging.getLogger(__name__)
+
+SSV2_FOLDERS = ("ssv2", "SSV2", "something-something-v2", "20bn-something-something-v2")
 SSV2_VIDEO_DIRS = ("videos", "20bn-something-something-v2", "")
 SSV2_JSON = {"train": "something-something-v2-train.json", "val": "something-something-v2-validation.json"}
-HMDB_FOLDERS = ("hmdb51",)
-HMDB_SPLIT_DIRS = ("splits", "testTrainMulti_7030_splits")
+SSV2_LISTS = {"train": ("train.csv",), "val": ("val.csv", "test.csv")}
+HMDB_FOLDERS = ("hmdb51", "HMDB51")
+HMDB_SPLIT_DIRS = ("splits", "testTrainMulti_7030_splits", "annotations")
 HMDB_SPLITS = tuple(f"{kind}_split{k}" for kind in ("train", "test") for k in (1, 2, 3))
+# List files of each split, first match wins: ours, then (split 1) VideoMAE's / RepAdapter's train/test/val.csv.
+HMDB_LISTS = {s: (f"{s}.csv",) for s in HMDB_SPLITS}
+HMDB_LISTS["train_split1"] += ("train.csv",)
+HMDB_LISTS["test_split1"] += ("test.csv", "val.csv")
+# Videos per split (`petlbench check-data`): SSv2's official train / validation; HMDB51 70 / 30 per class.
+SPLIT_SIZES = {("video/ssv2", "train"): 168913, ("video/ssv2", "val"): 24777,
+               **{("video/hmdb51", f"train_split{k}"): 3570 for k in (1, 2, 3)},
+               **{("video/hmdb51", f"test_split{k}"): 1530 for k in (1, 2, 3)}}
 
 def read_video_list(list_path: str, folder: str, num_classes: int, check_files: bool = False) -> list[Sample]:
     """Samples from "<path> <label>" lines, space- or comma-separated (VideoMAE's csv lists; the label is the last
     field, so paths may hold spaces); paths relative to `folder`, or absolute. A malformed line, a label outside
     [0, num_classes) or (with `check_files`) a missing video raises DataError naming the list file and line."""
-    return read_list_file(list_path, folder, num_classes, check_files=check_files, commas=True, what="video")
+    return read_list_file(list_path, folder, num_classes, check_files=check_files, commas=True, what="video",
+                          absolute_anywhere=True)
+
+
+def split_size(task: Task, split: str) -> int | None:
+    """The number of videos of a split (SPLIT_SIZES); None when not known."""
+    return SPLIT_SIZES.get((task.name, split))
+
+
+def _split_list(task: Task, folder: str, split: str, names: tuple[str, ...]) -> str | None:
+    """The first of `names` that is a file in `folder`, logged; None when none is."""
+    for name in names:
+        path = os.path.join(folder, name)
+        if os.path.isfile(path):
+            log.info("%s %s: list %s", task.name, split, path)
+            return path
+    return None
 
 
 def _load_json(path: str):
     if not os.path.isfile(path):
         raise DataError(f"{path!r} does not exist")
     try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
+        return json.loads(read_text(path))
     except json.JSONDecodeError as e:
         raise DataError(f"{path}:{e.lineno}: not valid JSON: {e.msg}") from None
 
@@ -81,12 +115,13 @@ def _ssv2_video_dir(folder: str, first_id: str, where: str) -> str:
 
 def ssv2_samples(task: Task, data_root: str, split: str) -> list[Sample]:
     folder = first_dir(data_root, SSV2_FOLDERS, f"task {task.name!r}", "dataset folder")
-    list_path = os.path.join(folder, f"{split}.csv")
-    if os.path.isfile(list_path):
+    list_path = _split_list(task, folder, split, SSV2_LISTS[split])
+    if list_path is not None:
         return read_video_list(list_path, folder, task.num_classes)
     labels_dir = os.path.join(folder, "labels")
     if not os.path.isdir(labels_dir):
-        raise DataError(f"task {task.name!r}, split {split!r}: neither the list file {list_path!r} nor the "
+        lists = " / ".join(repr(os.path.join(folder, n)) for n in SSV2_LISTS[split])
+        raise DataError(f"task {task.name!r}, split {split!r}: neither a list file ({lists}) nor the "
                         f"official annotation folder {labels_dir!r} exists")
     labels = ssv2_labels(os.path.join(labels_dir, "something-something-v2-labels.json"), task.num_classes)
     ann_path = os.path.join(labels_dir, SSV2_JSON[split])
@@ -113,12 +148,12 @@ def _hmdb_official(task: Task, folder: str, split: str) -> list[Sample]:
     split_dir = next((os.path.join(folder, d) for d in HMDB_SPLIT_DIRS if os.path.isdir(os.path.join(folder, d))),
                      None)
     if split_dir is None:
-        tried = [os.path.join(folder, d) for d in HMDB_SPLIT_DIRS + (f"{split}.csv",)]
+        tried = [os.path.join(folder, d) for d in HMDB_SPLIT_DIRS + HMDB_LISTS[split]]
         raise DataError(f"task {task.name!r}, split {split!r}: no split files; tried {', '.join(map(repr, tried))}")
     video_root = os.path.join(folder, "videos")
     if not os.path.isdir(video_root):
         video_root = folder
-    skip = {os.path.basename(split_dir), "videos"}
+    skip = set(HMDB_SPLIT_DIRS) | {"videos"}
     classes = sorted(d for d in os.listdir(video_root) if os.path.isdir(os.path.join(video_root, d))
                      and d not in skip and not d.startswith("."))
     if len(classes) != task.num_classes:
@@ -130,18 +165,17 @@ def _hmdb_official(task: Task, folder: str, split: str) -> list[Sample]:
         list_path = os.path.join(split_dir, f"{c}_test_split{k}.txt")
         if not os.path.isfile(list_path):
             raise DataError(f"split file {list_path!r} for class {c!r} does not exist")
-        with open(list_path, encoding="utf-8") as f:
-            for lineno, line in enumerate(f, 1):
-                parts = line.split()
-                if not parts:
-                    continue
-                where = f"{list_path}:{lineno}"
-                if len(parts) != 2 or parts[1] not in ("0", "1", "2"):
-                    raise DataError(f"{where}: expected '<name>.avi <0|1|2>', got {line.strip()!r}")
-                if parts[1] != wanted:
-                    continue
-                path = os.path.join(video_root, c, parts[0])
-                samples.append(Sample(path, label, where))
+        for lineno, line in text_lines(list_path):
+            parts = line.split()
+            if not parts:
+                continue
+            where = f"{list_path}:{lineno}"
+            if len(parts) != 2 or parts[1] not in ("0", "1", "2"):
+                raise DataError(f"{where}: expected '<name>.avi <0|1|2>', got {line.strip()!r}")
+            if parts[1] != wanted:
+                continue
+            path = os.path.join(video_root, c, parts[0])
+            samples.append(Sample(path, label, where))
     if not samples:
         raise DataError(f"{split_dir}: no video is marked {wanted} ({kind}) in split {k}")
     return samples
@@ -149,9 +183,10 @@ def _hmdb_official(task: Task, folder: str, split: str) -> list[Sample]:
 
 def hmdb51_samples(task: Task, data_root: str, split: str) -> list[Sample]:
     folder = first_dir(data_root, HMDB_FOLDERS, f"task {task.name!r}", "dataset folder")
-    list_path = os.path.join(folder, f"{split}.csv")
-    if os.path.isfile(list_path):
+    list_path = _split_list(task, folder, split, HMDB_LISTS[split])
+    if list_path is not None:
         return read_video_list(list_path, folder, task.num_classes)
+    log.info("%s %s: official split files", task.name, split)
     return _hmdb_official(task, folder, split)
 
 

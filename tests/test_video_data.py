@@ -286,3 +286,17 @@ def test_bad_videos(clips, tmp_path):
     assert VideoDataset(short, p, train=True, on_bad="skip", min_frames=4)[0][2] == "3 frames, fewer than 4"
     with pytest.raises(DataError, match=r"c\.avi \(l:9\): 3 frames, fewer than 4"):
         VideoDataset(short, p, train=False, min_frames=4)[0]
+
+
+def test_bad_video_under_workers_is_one_line(clips, tmp_path):
+    corrupt = tmp_path / "corrupt.webm"
+    corrupt.write_bytes(b"\x1aE\xdf\xa3 not a video" * 20)
+    ds = VideoDataset([Sample(clips["avi"], 0, "l.csv:1"), Sample(str(corrupt), 1, "l.csv:2")],
+                      small("video/hmdb51"), train=True)
+    loader = torch.utils.data.DataLoader(ds, batch_size=2, num_workers=2, collate_fn=collate_skip)
+    with pytest.raises(DataError) as e:
+        for _x, _y, _bad in loader:
+            pass
+    msg = str(e.value)
+    assert msg.startswith(f"{corrupt} (l.csv:2): video does not decode") and "\n" not in msg
+    assert "Original Traceback" not in msg
