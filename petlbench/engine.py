@@ -186,6 +186,10 @@ def lr_schedule(total_steps: int, warmup_steps: int, lr: float, warmup_lr: float
 class TensorBatches:
     """Batches of a decoded split (uint8 images and labels), shuffled per epoch by a seeded generator;
     `drop_last`: the last partial batch of each epoch is dropped (RepAdapter's and NOAH's training loaders).
+    `drop_single` (run.load_split sets it for training splits): a last partial batch that would leave a process
+    exactly one sample is dropped, since BatchNorm in training mode cannot normalise one sample (the video head's
+    BatchNorm1d raises "Expected more than 1 value per channel"). One process: a last batch of one; `world`
+    processes: a last batch of fewer than 2 x world samples. A split of a single batch is always kept.
 
     `batch_size` is the global batch. With `world` > 1 processes (default: the process group's), process
     `rank` yields only its slice of each batch (slice sizes differ by at most one; a slice may be empty), so
@@ -193,22 +197,26 @@ class TensorBatches:
     same permutation from the same seed, and all ranks yield the same number of batches."""
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int, shuffle: bool, seed: int = 0,
-                 rank: int | None = None, world: int | None = None, drop_last: bool = False):
+                 rank: int | None = None, world: int | None = None, drop_last: bool = False,
+                 drop_single: bool = False):
         self.images, self.labels, self.batch_size, self.shuffle = images, labels, batch_size, shuffle
         self.drop_last = drop_last and len(labels) >= batch_size  # a split smaller than one batch keeps it
+        self.drop_single = drop_single
         self.gen = torch.Generator().manual_seed(seed)
         self.rank = distributed.rank() if rank is None else rank
         self.world = distributed.world_size() if world is None else world
 
     def __len__(self) -> int:
-        n = len(self.labels)
-        return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
+        full, last = divmod(len(self.labels), self.batch_size)
+        if self.drop_last or (self.drop_single and full and 0 < last < 2 * self.world):
+            return full  # (0 < last < 2 * world: the slice of some process would hold one sample)
+        return full + (last > 0)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         n = len(self.labels)
         order = torch.randperm(n, generator=self.gen) if self.shuffle else torch.arange(n)
         order = order.to(self.images.device)
-        for i in range(0, len(self) * self.batch_size if self.drop_last else n, self.batch_size):
+        for i in range(0, min(n, len(self) * self.batch_size), self.batch_size):
             idx = order[i:i + self.batch_size]
             if self.world > 1:
                 idx = idx.tensor_split(self.world)[self.rank]
@@ -227,9 +235,11 @@ class EvalSet:
 @dataclass
 class TrainResult:
     history: list[dict] = field(default_factory=list)  # one entry per evaluation: epoch, {set: top1}, loss
-    train_seconds: float = 0.0
-    images_seen: int = 0
+    train_seconds: float = 0.0  # in the training loop, earlier processes of a resumed run included
+    images_seen: int = 0  # likewise
     best_state: dict[str, torch.Tensor] | None = None  # tuned tensors at the selected evaluation
+    resumed_epoch: int = 0  # the epoch a resume state took the run from (0: started fresh)
+    earlier_seconds: float = 0.0  # wall seconds spent in `train` by the earlier processes of a resumed run
 
     @property
     def images_per_second(self) -> float:
@@ -308,7 +318,7 @@ def train(model: nn.Module, train_batches: Iterable, evals: list[EvalSet], *, ep
           random_erasing: float = 0.0,
           re_mode: str = "pixel", re_count: int = 1, select_on: str | None = None,
           execution: Execution | None = None, seed: int = 0, log_path: str | None = None,
-          resume_path: str | None = None,
+          resume_path: str | None = None, resume: bool = True,
           progress: Callable[[str, int, int, dict], None] | None = None) -> TrainResult:
     """Train the trainable parameters of `model`; evaluate after the epochs `is_eval_epoch` picks.
 
@@ -319,7 +329,11 @@ def train(model: nn.Module, train_batches: Iterable, evals: list[EvalSet], *, ep
     normalised batch, on the device (timm's prefetcher path), before Mixup. `select_on`: the evaluation set whose
     best top-1 picks `best_state` (the tuned tensors kept for the report); None keeps the last. `log_path`: one
     JSON line per epoch (epoch, lr the epoch trained at, mean loss; top-1s where it evaluated). `resume_path`:
-    where a resume state is written after each evaluation and read at start if present.
+    where a resume state is written after each evaluation and, unless `resume` is False (start fresh, e.g.
+    `--force`), read at start if present; an unreadable or mismatched one is logged as a warning naming it and
+    the run starts fresh. The state holds everything that draws random numbers in this process (torch's CPU and
+    CUDA generators, Python's `random`, NumPy's global generator, the batches' generator), so a resumed run
+    computes what the uninterrupted one does, and the time and images of the epochs before it.
 
     In a distributed run (distributed.setup done) every rank calls this with its own shard of the batches
     (TensorBatches, or a loader with a `set_epoch(epoch)` hook, called every epoch); each optimizer step then
@@ -358,29 +372,23 @@ def train(model: nn.Module, train_batches: Iterable, evals: list[EvalSet], *, ep
     mean, std = _norm_tensors(device, normalize)
     result = TrainResult()
     start_epoch, best = 0, -1.0
-    if resume_path and os.path.isfile(resume_path):
-        state = torch.load(resume_path, map_location=device, weights_only=True)
+    t_train, t_start = 0.0, time.perf_counter()
+    state = _read_resume(resume_path, model, opt, scaler) if resume_path and resume else None
+    if state is not None:
         with torch.no_grad():
             named = dict(model.named_parameters())
             for n, t in state["tuned"].items():
                 named[n].copy_(t)
-        opt.load_state_dict(state["optimizer"])
-        if scaler is not None and state.get("scaler"):
-            scaler.load_state_dict(state["scaler"])
         start_epoch, best = state["epoch"], state["best"]
         if sched is not None and start_epoch > 0:  # the lr of the epoch that resumes
             sched.step(start_epoch if schedule == "timm_next_epoch" else start_epoch - 1)
-        result.history = json.loads(state["history"])
+        result.history = state["history"]
         result.best_state = state.get("best_state") or None
-        rng, data_rng = state["rng"], state["data_rng"]
-        if len(state.get("rng_ranks", ())) == world:  # resumed with as many processes as it was saved with
-            rng, data_rng = state["rng_ranks"][distributed.rank()]
-        torch.set_rng_state(rng)
-        if hasattr(train_batches, "gen"):
-            train_batches.gen.set_state(data_rng)
+        mine = _set_rng_state(state, train_batches, device, world)
+        t_train, result.images_seen = float(mine.get("train_seconds", 0.0)), int(mine.get("images_seen", 0))
+        result.resumed_epoch, result.earlier_seconds = start_epoch, float(state.get("wall_seconds", 0.0))
         log.info("resumed from %s at epoch %d", resume_path, start_epoch)
     step = start_epoch * steps_per_epoch
-    t_train = 0.0
     for epoch in range(start_epoch, total_epochs):
         if schedule == "per_epoch":
             for g in opt.param_groups:
@@ -463,7 +471,9 @@ def train(model: nn.Module, train_batches: Iterable, evals: list[EvalSet], *, ep
                 f.write(json.dumps(info) + "\n")
         if evaluated:
             if resume_path:
-                _save_resume(resume_path, model, opt, epoch + 1, best, result, train_batches, scaler)
+                _save_resume(resume_path, model, opt, epoch + 1, best, result, train_batches, scaler, device,
+                             train_seconds=t_train,
+                             wall_seconds=result.earlier_seconds + time.perf_counter() - t_start)
             log.info("epoch %d: %s", epoch + 1, {k: v for k, v in info.items() if k != "epoch"})
         if progress:
             progress("train", epoch + 1, total_epochs, info)
@@ -473,21 +483,99 @@ def train(model: nn.Module, train_batches: Iterable, evals: list[EvalSet], *, ep
     return result
 
 
+def _rng_state(train_batches, device: torch.device) -> dict:
+    """Every generator this process draws from during training, as tensors and plain numbers (weights_only)."""
+    version, internal, gauss = random.getstate()
+    np_state = np.random.get_state(legacy=False)
+    out = {"torch": torch.get_rng_state(),
+           "python": [version, list(internal), gauss],
+           "numpy": {"key": torch.from_numpy(np_state["state"]["key"].astype(np.int64)),
+                     "pos": int(np_state["state"]["pos"]), "has_gauss": int(np_state["has_gauss"]),
+                     "gauss": float(np_state["gauss"])}}
+    if hasattr(train_batches, "gen"):
+        out["data"] = train_batches.gen.get_state()
+    if device.type == "cuda":
+        out["cuda"] = torch.cuda.get_rng_state(device)
+    return out
+
+
+def _set_rng_state(state: dict, train_batches, device: torch.device, world: int) -> dict:
+    """Restore this process's generators from a resume state; returns its per-process entry (with its
+    train_seconds and images_seen). A state saved with another number of processes gives every process rank
+    0's generators. States written before Python's and NumPy's generators were saved restore what they hold."""
+    ranks = state.get("rngs")
+    if ranks:
+        mine = ranks[distributed.rank()] if len(ranks) == world else ranks[0]
+    else:  # written by an earlier petlbench: torch's generator and the batches' only
+        rng, data_rng = state["rng"], state["data_rng"]
+        if len(state.get("rng_ranks", ())) == world:
+            rng, data_rng = state["rng_ranks"][distributed.rank()]
+        mine = {"torch": rng, "data": data_rng}
+    torch.set_rng_state(mine["torch"])
+    if "python" in mine:
+        version, internal, gauss = mine["python"]
+        random.setstate((version, tuple(internal), gauss))
+    if "numpy" in mine:
+        npst = mine["numpy"]
+        np.random.set_state(("MT19937", npst["key"].numpy().astype(np.uint32), npst["pos"], npst["has_gauss"],
+                             npst["gauss"]))
+    if "cuda" in mine and device.type == "cuda":
+        torch.cuda.set_rng_state(mine["cuda"], device)
+    if hasattr(train_batches, "gen") and "data" in mine:
+        train_batches.gen.set_state(mine["data"])
+    return mine
+
+
+def _read_resume(path: str, model: nn.Module, opt, scaler) -> dict | None:
+    """The resume state at `path` with the optimizer (and grad scaler) state loaded, or None when there is none
+    or it cannot be used (truncated, corrupt, another model's): then a warning names the file and the run starts
+    fresh; the file is replaced at the next evaluation. Nothing is changed unless the state is usable."""
+    if not os.path.isfile(path):
+        return None
+    try:
+        # On the CPU: generator states must be CPU tensors; tuned tensors and optimizer state move on copy / load.
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        if not isinstance(state, dict):
+            raise ValueError(f"a {type(state).__name__}, not a resume state")
+        named = dict(model.named_parameters())
+        tuned = state["tuned"]
+        trainable = {n for n, p in named.items() if p.requires_grad}
+        if set(tuned) != trainable:
+            raise ValueError(f"its tensors are not this model's trainable ones ({len(tuned)} vs {len(trainable)})")
+        for n, t in tuned.items():
+            if t.shape != named[n].shape:
+                raise ValueError(f"{n} has shape {tuple(t.shape)}, the model {tuple(named[n].shape)}")
+        state["epoch"], state["best"] = int(state["epoch"]), float(state["best"])
+        state["history"] = json.loads(state["history"])
+        if not isinstance(state["history"], list):
+            raise ValueError("its history is not a list")
+        if not (state.get("rngs") or ("rng" in state and "data_rng" in state)):
+            raise ValueError("no generator states")
+        opt.load_state_dict(state["optimizer"])  # checks its groups against the model's before changing anything
+        if scaler is not None and state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
+    except Exception as e:  # whatever is wrong with the file, the run can start fresh
+        log.warning("%s: unusable resume state (%s: %s); starting the run fresh", path, type(e).__name__,
+                    str(e).splitlines()[0][:300] if str(e) else "")
+        return None
+    return state
+
+
 def _save_resume(path: str, model: nn.Module, opt, epoch: int, best: float, result: TrainResult,
-                 train_batches, scaler=None) -> None:
-    """Write the resume state (rank 0 only; called on every rank, for the generators of each)."""
+                 train_batches, scaler=None, device: torch.device | None = None, train_seconds: float = 0.0,
+                 wall_seconds: float = 0.0) -> None:
+    """Write the resume state (rank 0 only; called on every rank, for the generators and counts of each)."""
     from .checkpoint import atomic_write_bytes
 
-    rng = torch.get_rng_state()
-    data_rng = train_batches.gen.get_state() if hasattr(train_batches, "gen") else torch.get_rng_state()
-    ranks = distributed.gather_objects((rng, data_rng))  # ranks draw different dropout / augmentation numbers
+    mine = {**_rng_state(train_batches, device or torch.device("cpu")), "images_seen": result.images_seen,
+            "train_seconds": train_seconds}
+    ranks = distributed.gather_objects(mine)  # ranks draw different dropout / augmentation numbers
     if not distributed.is_main():
         return
     state = {"tuned": trainable_state(model), "optimizer": opt.state_dict(), "epoch": epoch, "best": best,
              "history": json.dumps(result.history), "best_state": result.best_state or {},
-             "rng": rng, "data_rng": data_rng}
+             "rng": mine["torch"], "data_rng": mine.get("data", mine["torch"]), "rngs": ranks,
+             "images_seen": result.images_seen, "train_seconds": train_seconds, "wall_seconds": wall_seconds}
     if scaler is not None:
         state["scaler"] = scaler.state_dict()
-    if len(ranks) > 1:
-        state["rng_ranks"] = ranks
     atomic_write_bytes(path, lambda tmp: torch.save(state, tmp))

@@ -4,7 +4,6 @@ so the two never read as one series."""
 from __future__ import annotations
 
 import math
-import os
 
 from .tables import Cell, Table
 
@@ -21,14 +20,17 @@ def _plt():
 
 
 def save(fig, stem: str) -> list[str]:
-    """`stem.png` and `stem.pdf`, written to temporary names and renamed (no half-written plot)."""
-    os.makedirs(os.path.dirname(stem) or ".", exist_ok=True)
+    """`stem.png` and `stem.pdf`, each written to a temporary file of its own and renamed (atomic.py): no
+    half-written plot, and two `petlbench plot` commands at once never write into one temporary file."""
+    from .atomic import atomic_write_bytes
+
     paths = []
     for ext in ("png", "pdf"):
-        path, tmp = f"{stem}.{ext}", f"{stem}.tmp.{ext}"
+        path = f"{stem}.{ext}"
         # no creation date in the PDF: regenerating an unchanged plot leaves the file unchanged
-        fig.savefig(tmp, dpi=150 if ext == "png" else None, metadata={"CreationDate": None} if ext == "pdf" else None)
-        os.replace(tmp, path)
+        atomic_write_bytes(path, lambda tmp, ext=ext: fig.savefig(
+            tmp, format=ext, dpi=150 if ext == "png" else None,
+            metadata={"CreationDate": None} if ext == "pdf" else None))
         paths.append(path)
     _plt().close(fig)
     return paths

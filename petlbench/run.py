@@ -29,7 +29,7 @@ from .engine import EvalSet, Execution, NonFiniteLoss, TensorBatches, evaluate, 
 from .errors import ConfigError, PETLBenchError
 from .method import METHODS, PETLMethod
 from .registry import did_you_mean
-from .store import ResultStore, config_hash
+from .store import ResultStore, check_writable, config_hash, data_identity
 from .task import TASKS, Protocol, Task
 from .weights import resolve_weights
 
@@ -51,7 +51,14 @@ HASHED_WHEN_SET = {"protocol": {"head_init": "random", "num_frames": 8, "frame_s
 @dataclass
 class RunSpec:
     """Everything that defines a run's result. Execution options are recorded, not hashed, except the numerics
-    (mixed precision, torch.compile): a bf16 result is never returned for an fp32 request."""
+    (mixed precision, torch.compile): a bf16 result is never returned for an fp32 request.
+
+    A run's identity has two parts. The configuration (`identity`, `config_hash`: task, method, protocol,
+    numerics) is known before any data is read; it names the record's file, so one configuration has one record.
+    The data (`data_identity`: a digest of the samples of the splits the run reads, see store.data_identity) is
+    known once the lists are read; it is stored in the record, and `finished_record` returns a stored record only
+    when its data digest is the current one: a run on other data (another root, a list with fewer lines) reruns
+    and replaces the record instead of being answered with another data set's number."""
 
     task: Task
     method: PETLMethod
@@ -88,7 +95,25 @@ class RunSpec:
 
     @property
     def config_hash(self) -> str:
+        """The configuration's hash (not the data's): the record's file name, computable before data is read."""
         return config_hash(self.identity())
+
+    def data_splits(self) -> tuple[str, ...]:
+        """The splits a run reads, per protocol: reproduction: the train split and the test split (selected on);
+        clean: the clean train split, the val split (selected on) and the test split (evaluated once)."""
+        p = self.protocol
+        names = (p.clean_train_split, p.val_split, p.test_split) if p.selection == "clean" else (
+            p.train_split, p.test_split)
+        return tuple(dict.fromkeys(names))
+
+    def data_identity(self, data_root: str, samples: dict[str, list[Sample]] | None = None) -> dict[str, Any]:
+        """The record's "data" part for `data_root` (store.data_identity over `data_splits`); `samples`: splits
+        already read. Raises DataError, as the run would, when a split cannot be read."""
+        samples = dict(samples or {})
+        for split in self.data_splits():
+            if split not in samples:
+                samples[split] = self.task.samples(data_root, split)
+        return data_identity(data_root, {s: samples[s] for s in self.data_splits()})
 
 
 def effective_amp(ex: Execution) -> str:
@@ -294,29 +319,112 @@ def input_normalization(p: Protocol, model=None):
     return backbone_normalization(name, pretrained, model)
 
 
+class _EpochSeeded(torch.utils.data.Dataset):
+    """`ds[i]` for a key (epoch, i), computed with Python's `random`, NumPy's global generator and torch's CPU
+    generator seeded from (seed, epoch, i): a sample's augmentation is a function of the run's seed, the epoch
+    and the sample, whichever worker computes it and whatever that worker computed before (persistent workers,
+    a resumed run, another number of workers or processes). In the main process (num_workers=0) the three
+    generators are restored afterwards, so the training loop's own draws (dropout, Mixup, erasing) are untouched."""
+
+    def __init__(self, ds, seed: int):
+        self.ds, self.seed = ds, seed % 2**64
+
+    def __len__(self) -> int:
+        return len(self.ds)
+
+    def __getitem__(self, key: tuple[int, int]):
+        import random
+
+        import numpy as np
+
+        epoch, i = key
+        s = np.random.SeedSequence([self.seed, epoch, i]).generate_state(4, np.uint64)
+        main = torch.utils.data.get_worker_info() is None
+        if main:
+            saved = random.getstate(), np.random.get_state(), torch.get_rng_state()
+        random.seed(int(s[0]))
+        np.random.seed(int(s[1]) & 0xFFFFFFFF)
+        torch.random.default_generator.manual_seed(int(s[2]))
+        try:
+            return self.ds[i]
+        finally:
+            if main:
+                random.setstate(saved[0])
+                np.random.set_state(saved[1])
+                torch.set_rng_state(saved[2])
+
+
+class _EpochBatches(torch.utils.data.Sampler):
+    """Batches of (epoch, index) keys over `sampler`'s order for the epoch `owner` is at; the shuffle generator
+    is re-seeded from (seed, epoch) first, so the order too is a function of the epoch alone. `drop_last` drops a
+    last partial batch (a split of less than one batch is kept); `drop_single` drops a last batch of one sample
+    (BatchNorm cannot train on it)."""
+
+    def __init__(self, owner: "LoaderBatches", sampler, batch_size: int, drop_last: bool, drop_single: bool):
+        self.owner, self.sampler, self.batch_size = owner, sampler, batch_size
+        self.drop_last, self.drop_single = drop_last, drop_single
+
+    def __len__(self) -> int:
+        full, last = divmod(len(self.sampler), self.batch_size)
+        if full and last and (self.drop_last or (self.drop_single and last == 1)):
+            return full
+        return full + (last > 0)
+
+    def __iter__(self):
+        epoch = self.owner._begin_epoch()
+        keys = [(epoch, int(i)) for i in self.sampler]
+        for b in range(len(self)):
+            yield keys[b * self.batch_size:(b + 1) * self.batch_size]
+
+
 class LoaderBatches:
     """A DataLoader over an ImageDataset that drops (and counts) undecodable images.
+
+    Reproducible whatever the process history: the order of epoch e and each sample's augmentation are functions
+    of (seed, e) and (seed, e, sample) (`_EpochBatches`, `_EpochSeeded`), so persistent workers, a resumed run
+    and another number of workers all draw the same augmentations. The engine calls `set_epoch(e)` before each
+    epoch; without it each pass over the loader is the next epoch. `drop_single` (training): a last batch of one
+    sample is dropped, since BatchNorm in training mode cannot normalise one sample.
 
     In a distributed run each process reads its share of every epoch through a DistributedSampler (same seed
     on every rank, reshuffled by `set_epoch`; `batch_size` is then this process's micro-batch)."""
 
     def __init__(self, ds: ImageDataset, batch_size: int, shuffle: bool, workers: int, seed: int,
-                 drop_last: bool = False):
-        from torch.utils.data import DataLoader, DistributedSampler
+                 drop_last: bool = False, drop_single: bool = False):
+        from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, SequentialSampler
 
-        self.ds = ds
-        # seed + rank: the ranks' workers draw different augmentations (rank 0 is the one-process generator).
-        self.gen = torch.Generator().manual_seed(seed + distributed.rank())
-        self.sampler = DistributedSampler(ds, distributed.world_size(), distributed.rank(), shuffle=shuffle,
-                                          seed=seed) if distributed.is_distributed() else None
-        self.loader = DataLoader(ds, batch_size=batch_size, shuffle=shuffle and self.sampler is None,
-                                 sampler=self.sampler, num_workers=workers, collate_fn=collate_skip,
-                                 generator=self.gen, persistent_workers=workers > 0, drop_last=drop_last)
+        self.ds, self.seed, self.shuffle = ds, seed, shuffle
+        self.epoch, self._next_epoch = 0, 0
+        self.gen = torch.Generator().manual_seed(seed)  # the shuffle's; re-seeded per epoch (_begin_epoch)
+        if distributed.is_distributed():
+            self.sampler = DistributedSampler(ds, distributed.world_size(), distributed.rank(), shuffle=shuffle,
+                                              seed=seed)
+            order = self.sampler
+        else:
+            self.sampler = None
+            order = RandomSampler(ds, generator=self.gen) if shuffle else SequentialSampler(ds)
+        # The loader's own generator only seeds its workers, whose draws _EpochSeeded replaces per sample; kept
+        # apart so that it never touches torch's global generator (dropout) nor the shuffle.
+        self.loader = DataLoader(_EpochSeeded(ds, seed), batch_sampler=_EpochBatches(
+                                     self, order, batch_size, drop_last, drop_single),
+                                 num_workers=workers, collate_fn=collate_skip,
+                                 generator=torch.Generator().manual_seed(seed), persistent_workers=workers > 0)
 
     def set_epoch(self, epoch: int) -> None:
-        """Called by the engine before each epoch: the distributed sampler's shuffle for that epoch."""
+        """Called by the engine before each epoch: the order and augmentations of that epoch (and the distributed
+        sampler's shuffle)."""
+        self._next_epoch = epoch
+
+    def _begin_epoch(self) -> int:
+        """The epoch a pass that starts now reads (the next one unless `set_epoch` said otherwise)."""
+        import numpy as np
+
+        self.epoch, self._next_epoch = self._next_epoch, self._next_epoch + 1
         if self.sampler is not None:
-            self.sampler.set_epoch(epoch)
+            self.sampler.set_epoch(self.epoch)
+        self.gen.manual_seed(int(np.random.SeedSequence([self.seed % 2**64, self.epoch, 1]).generate_state(
+            1, np.uint64)[0]))
+        return self.epoch
 
     def __len__(self) -> int:
         return len(self.loader)
@@ -335,7 +443,8 @@ def load_split(task: Task, root: str, split: str, p: Protocol, ex: Execution, tr
 
     In a distributed run every process decodes the whole split and takes its share of each batch: a train
     batch is p.batch_size over all processes (each grad_accum micro-batches), an eval batch
-    ex.eval_batch_size per process."""
+    ex.eval_batch_size per process. Training batches drop a last batch that would leave a process one sample
+    (`drop_single`: BatchNorm, e.g. the video head's, cannot train on one sample)."""
     samples = samples if samples is not None else task.samples(root, split)
     world = distributed.world_size()
     if train_mode and p.batch_size % (ex.grad_accum * world):
@@ -357,10 +466,11 @@ def load_split(task: Task, root: str, split: str, p: Protocol, ex: Execution, tr
         ds = video_dataset(task, present, p, train_mode, ex.on_bad_image)
         ds.bad.items.extend((s.path, "file does not exist") for s in missing)
         return LoaderBatches(ds, bs // world if train_mode else ex.eval_batch_size, train_mode, loader_workers(ex),
-                             p.seed, drop_last=train_mode and p.drop_last), ds.bad
+                             p.seed, drop_last=train_mode and p.drop_last, drop_single=train_mode), ds.bad
     if train_mode and augmented(p):
         ds = ImageDataset(samples, train_transform(p), ex.on_bad_image)
-        return LoaderBatches(ds, bs // world, True, loader_workers(ex), p.seed, drop_last=p.drop_last), ds.bad
+        return LoaderBatches(ds, bs // world, True, loader_workers(ex), p.seed, drop_last=p.drop_last,
+                             drop_single=True), ds.bad
     # Decoded once: the train split as the test transform (no augmentation), or an evaluation split.
     data = decode_all(samples, p.img_size, p.interpolation, ex.on_bad_image, loader_workers(ex),
                       crop_pct=p.test_crop_pct)
@@ -369,7 +479,7 @@ def load_split(task: Task, root: str, split: str, p: Protocol, ex: Execution, tr
         and data.images.numel() < 0.25 * torch.cuda.mem_get_info(device)[0])
     images, labels = (data.images.to(device), data.labels.to(device)) if on_device else (data.images, data.labels)
     return TensorBatches(images, labels, bs, shuffle=train_mode, seed=p.seed,
-                         drop_last=train_mode and p.drop_last), data.bad
+                         drop_last=train_mode and p.drop_last, drop_single=train_mode), data.bad
 
 
 def evaluate_targets(task: Task, model, data_root: str, p: Protocol, ex: Execution, device) -> dict[str, Any]:
@@ -447,27 +557,31 @@ def execute(spec: RunSpec, data_root: str, store: ResultStore, out_dir: str, for
     distributed.setup(device)  # joins the other processes of a torchrun launch; nothing otherwise
     main = distributed.is_main()
     progress = progress if main else None
-    done = finished_record(spec, store, force)
-    if done is not None:
-        return done
-    # Per-rank seeds, so ranks draw different dropout masks; rank 0's model is the one trained (DDP copies it).
-    seed_everything(p.seed + distributed.rank())
     clean = p.selection == "clean"
     train_split = p.clean_train_split if clean else p.train_split
     select_split = p.val_split if clean else p.test_split
-    # Cheap checks first: the list files (every line and image path) and the weights, before any decoding.
-    train_samples, select_samples = task.samples(data_root, train_split), task.samples(data_root, select_split)
+    # Cheap checks first: the list files (every line and image path), the store, the weights, before any decoding.
+    # The lists are read before the store is asked: a stored record stands only if it was made on this data.
+    samples = {split: task.samples(data_root, split) for split in spec.data_splits()}
+    train_samples, select_samples = samples[train_split], samples[select_split]
+    data = spec.data_identity(data_root, samples)
+    done = finished_record(spec, store, force, data)
+    if done is not None:
+        return done
+    run_dir = os.path.join(out_dir, task.benchmark)
+    if main:  # a read-only or full store / output folder fails here in one line, not after training
+        store.check_writable(task.benchmark)
+        check_writable(run_dir, "output folder")
+    # Per-rank seeds, so ranks draw different dropout masks; rank 0's model is the one trained (DDP copies it).
+    seed_everything(p.seed + distributed.rank())
     model = build_model(spec)
     norm = input_normalization(p, model)
     train_batches, train_bad = load_split(task, data_root, train_split, p, ex, True, device, train_samples)
     select_batches, select_bad = load_split(task, data_root, select_split, p, ex, False, device, select_samples)
     evals = [EvalSet(select_split, select_batches, task.logit_subset)]
-    run_dir = os.path.join(out_dir, task.benchmark)
-    if main:
-        os.makedirs(run_dir, exist_ok=True)
     stem = os.path.join(run_dir, run_name(spec))
     record: dict[str, Any] = {
-        **base_record(spec),
+        **base_record(spec, data),
         "selection": ("clean: epoch selected on " + p.val_split + ", test evaluated once") if clean else
                      ("reproduction: best of the periodic test evaluations (every "
                       f"{p.eval_every} epochs), as the published VTAB-1k tables"),
@@ -486,7 +600,8 @@ def execute(spec: RunSpec, data_root: str, store: ResultStore, out_dir: str, for
                     cooldown_epochs=p.cooldown_epochs,
                     random_erasing=p.random_erasing if augmented(p) else 0.0, re_mode=p.re_mode,
                     re_count=p.re_count, select_on=select_split, execution=ex, seed=p.seed,
-                    log_path=stem + ".log.jsonl", resume_path=stem + ".resume.pt", progress=progress)
+                    log_path=stem + ".log.jsonl", resume_path=stem + ".resume.pt", resume=not force,
+                    progress=progress)
     except (NonFiniteLoss, RuntimeError, DataError) as e:
         record.update(status="failed", reason=f"{type(e).__name__}: {e}",
                       traceback=traceback.format_exc(limit=5), seconds=round(time.perf_counter() - t0, 1))
@@ -503,7 +618,8 @@ def execute(spec: RunSpec, data_root: str, store: ResultStore, out_dir: str, for
     selected = max((h for h in res.history if select_split in h), key=lambda h: h[select_split])
     metrics = {"top1": selected[select_split], "epoch": selected["epoch"], "split": select_split}
     if clean:
-        test_batches, test_bad = load_split(task, data_root, p.test_split, p, ex, False, device)
+        test_batches, test_bad = load_split(task, data_root, p.test_split, p, ex, False, device,
+                                            samples[p.test_split])
         metrics = {"top1": evaluate(model, EvalSet(p.test_split, test_batches, task.logit_subset), device,
                                     norm, ex.amp)["top1"],
                    "epoch": selected["epoch"], "split": p.test_split, "val_top1": selected[select_split]}
@@ -516,7 +632,8 @@ def execute(spec: RunSpec, data_root: str, store: ResultStore, out_dir: str, for
     record.update(
         status="ok", metric="top1", value=metrics["top1"], metrics=metrics,
         history=res.history, final_loss=res.history[-1]["loss"] if res.history else None,
-        seconds=round(time.perf_counter() - t0, 1), train_images_per_second=round(res.images_per_second, 1),
+        seconds=round(time.perf_counter() - t0 + res.earlier_seconds, 1), resumed_from_epoch=res.resumed_epoch,
+        train_images_per_second=round(res.images_per_second, 1),
         tuned_file=os.path.relpath(stem + ".safetensors", out_dir),
         skipped_images={"train": len(train_bad), "eval": len(select_bad),
                         "paths": [p_ for p_, _ in (train_bad.items + select_bad.items)[:20]]},
@@ -530,13 +647,49 @@ def execute(spec: RunSpec, data_root: str, store: ResultStore, out_dir: str, for
     return distributed.broadcast_object(record)
 
 
-def finished_record(spec: RunSpec, store: ResultStore, force: bool = False) -> dict[str, Any] | None:
-    """The store's finished record of `spec` (a run to skip), or None when there is none or `force`."""
+def finished_record(spec: RunSpec, store: ResultStore, force: bool = False,
+                    data: dict[str, Any] | None = None) -> dict[str, Any] | None:
+    """The store's finished record of `spec` (a run to skip), or None when there is none, when `force`, or when
+    `data` (the run's `RunSpec.data_identity`) is given and the record was made on other data.
+
+    The record's file is found by the configuration's hash; its "data" digest must then equal the current one.
+    A record written before records named their data (no "data") is taken only for a mini-benchmark task whose
+    folder is the generator's own output, untouched (`_generated_mini_data`): that data is deterministic, so a
+    user re-running the mini-benchmark finds their records. Any other such record is rerun (and replaced): its
+    data cannot be told from a 20-image test copy, and a silently wrong number costs more than a rerun.
+    `data=None` (the segmentation runner, which does not compute one yet) checks the configuration only."""
     done = store.get(spec.task.benchmark, spec.config_hash)
     if done is None or done.get("status") != "ok" or force:
         return None
+    if data is not None:
+        stored = done.get("data")
+        same = (stored.get("digest") == data["digest"] if isinstance(stored, dict) else
+                stored is None and _generated_mini_data(spec, data))
+        if not same:
+            log.info("%s/%s: the stored record (%s) was made on other data (%s, now %s): running again",
+                     spec.task.name, spec.method.name, spec.config_hash,
+                     stored.get("root", "?") if isinstance(stored, dict) else "not recorded", data["root"])
+            return None
     log.info("%s/%s already in the store (%s): skipped", spec.task.name, spec.method.name, spec.config_hash)
     return done
+
+
+def _generated_mini_data(spec: RunSpec, data: dict[str, Any]) -> bool:
+    """Whether `data` is a mini-benchmark folder as its generator wrote it: the stamp of generator version 1,
+    seed 0 (what `petlbench mini` generates; every record without "data" was written while the generator was at
+    version 1) and no list file the run reads changed since the stamp was written."""
+    if spec.task.benchmark != "mini":
+        return False
+    stamp = os.path.join(data["root"], ".generated")
+    try:
+        with open(stamp, encoding="utf-8") as f:
+            if f.read().strip() != "1 0":
+                return False
+        written = os.path.getmtime(stamp)
+        return all(os.path.getmtime(os.path.join(data["root"], src)) <= written
+                   for split in data["splits"].values() for src in split["sources"])
+    except (OSError, UnicodeDecodeError):
+        return False
 
 
 def run_name(spec: RunSpec) -> str:
@@ -544,24 +697,31 @@ def run_name(spec: RunSpec) -> str:
     return f"{spec.task.name.split('/', 1)[1]}_{spec.method.name}_{spec.config_hash}"
 
 
-def base_record(spec: RunSpec) -> dict[str, Any]:
+def base_record(spec: RunSpec, data: dict[str, Any] | None = None) -> dict[str, Any]:
     """What every record of `spec` starts with, finished or failed: identity (hash, task, method, config,
-    protocol, variant label), execution options, versions and start time."""
+    protocol, variant label), the data it read (`data`, RunSpec.data_identity, when known), execution options,
+    versions and start time."""
     cfg, proto = dataclasses.asdict(spec.method.cfg), dataclasses.asdict(spec.protocol)
     return {"config_hash": spec.config_hash, "benchmark": spec.task.benchmark, "task": spec.task.name,
             "group": spec.task.group, "method": spec.method.name, "method_cfg": cfg, "protocol": proto,
             "variant": variant_of_spec(spec.task.name, spec.method.name, cfg, proto),
             "execution": dataclasses.asdict(spec.execution), "numerics": spec.numerics(),
             "seed": spec.protocol.seed, "versions": versions(),
-            "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+            "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            **({"data": data} if data is not None else {})}
 
 
-def record_failure(spec: RunSpec, store: ResultStore, exc: BaseException) -> dict[str, Any]:
+def record_failure(spec: RunSpec, store: ResultStore, exc: BaseException,
+                   data: dict[str, Any] | None = None) -> dict[str, Any]:
     """Record a run that failed before training could start (a bad image list, absent weights, ...) with its
     reason, so a sweep's summary and tables can say what failed and why. Training failures are recorded by
-    `execute` itself, with the run's details."""
-    record = {**base_record(spec), "status": "failed", "reason": f"{type(exc).__name__}: {exc}",
+    `execute` itself, with the run's details. A store that cannot be written (the failure may be just that) is
+    logged, not raised: the caller has the reason, and a sweep goes on."""
+    record = {**base_record(spec, data), "status": "failed", "reason": f"{type(exc).__name__}: {exc}",
               "traceback": "".join(traceback.format_exception(type(exc), exc, exc.__traceback__, limit=5))}
     if distributed.is_main():
-        store.append(record)
+        try:
+            store.append(record)
+        except PETLBenchError as e:
+            log.warning("%s/%s: failure not recorded: %s", spec.task.name, spec.method.name, e)
     return record

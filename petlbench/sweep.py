@@ -11,8 +11,12 @@ duplicated, never half-written), and a run cut short resumes from its last evalu
     overrides: {epochs: 100}             # protocol / execution keys, as `petlbench run KEY=VALUE`
     shots: [1, 2, 4, 8, 16]              # few-shot tasks only: NOAH's k-shot list of split seed = seed
 
-A failed run (an exception, a non-finite loss) is recorded with status "failed" and its reason; the sweep goes
-on, and its summary counts failures by reason. Tasks whose data is absent are skipped with one line each.
+A failed run (an exception, a non-finite loss, bad data: a list line, a label out of range, an empty list) is
+recorded with status "failed" and its reason; the sweep goes on, its summary counts failures by reason, and the
+command exits non-zero. Tasks whose data is absent (no dataset folder, no list file) are skipped with one line
+each. A run being trained by another process (a second sweep on the same store) is skipped: each run holds a
+lock file, `<store>/<benchmark>/.<config hash>.lock`, created with O_CREAT | O_EXCL and holding the owner's pid
+and host; a lock whose owner is dead (same host), or that its owner stopped refreshing, is taken over.
 Scale-out is submitit's: `executor="local"` (processes on this machine) or `"slurm"` (a job array, one GPU per
 run); multi-GPU single runs are `torchrun ... -m petlbench.cli run` (see README). No scheduler is written here.
 """
@@ -23,6 +27,10 @@ import fnmatch
 import itertools
 import logging
 import os
+import re
+import socket
+import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -57,12 +65,14 @@ class SweepSummary:
     ran: int = 0
     failed: list[tuple[str, str]] = field(default_factory=list)  # (run, reason)
     absent: list[tuple[str, str]] = field(default_factory=list)  # (task, reason): data not there
+    busy: list[str] = field(default_factory=list)  # runs another process holds the lock of (skipped)
     submitted: list[str] = field(default_factory=list)  # job ids (submitit)
 
     def lines(self) -> list[str]:
         out = [f"{self.planned} runs planned: {self.already_done} already in the store, {self.ran} ran now, "
                f"{len(self.failed)} failed now, {self.failed_before} failed earlier (recorded; --retry-failed "
-               f"reruns them), {sum(1 for _ in self.absent)} tasks skipped for absent data"]
+               f"reruns them), {sum(1 for _ in self.absent)} tasks skipped for absent data"
+               + (f", {len(self.busy)} running in another process (skipped)" if self.busy else "")]
         by_kind: dict[str, list[tuple[str, str]]] = {}  # exception type -> (run, reason)
         for run, reason in self.failed:
             by_kind.setdefault(reason.split(":", 1)[0], []).append((run, reason.splitlines()[0][:200]))
@@ -80,10 +90,16 @@ def load_sweep(path: str) -> dict[str, Any]:
     import yaml
 
     try:
-        with open(path, encoding="utf-8") as f:
-            spec = yaml.safe_load(f)
+        with open(path, "rb") as f:
+            raw = f.read()
+        text = raw.decode("utf-8-sig")
+        spec = yaml.safe_load(text)
     except OSError as e:
         raise ConfigError(f"sweep file {path}: {e.strerror}") from None
+    except UnicodeDecodeError as e:
+        line = raw.count(b"\n", 0, e.start) + 1
+        raise ConfigError(f"sweep file {path} line {line}: not UTF-8 text (byte 0x{raw[e.start]:02x}); save the "
+                          "file as UTF-8") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
@@ -100,7 +116,22 @@ def load_sweep(path: str) -> dict[str, Any]:
     for key in ("search", "overrides"):
         if not isinstance(spec.get(key, {}), dict):
             raise ConfigError(f"sweep file {path}: {key!r} must be a mapping")
+    for key in ("seeds", "shots"):
+        if key in spec and spec[key] is not None:
+            spec[key] = _integers(spec[key], key, path)
     return spec
+
+
+def _integers(value: Any, key: str, path: str) -> list[int]:
+    """A sweep's list of integers (a single integer is a list of one); ConfigError naming the file and key."""
+    values = value if isinstance(value, list) else [value]
+    for i, v in enumerate(values):
+        if isinstance(v, bool) or not isinstance(v, int):
+            where = f"{key}[{i}]" if isinstance(value, list) else key
+            raise ConfigError(f"sweep file {path}: {where!r} must be an integer, got {v!r} (write {key}: [0, 1, 2])")
+    if not values:
+        raise ConfigError(f"sweep file {path}: {key!r} is an empty list (leave it out instead)")
+    return values
 
 
 def expand(spec: dict[str, Any], path: str = "<sweep>") -> list[PlannedRun]:
@@ -130,8 +161,8 @@ def expand(spec: dict[str, Any], path: str = "<sweep>") -> list[PlannedRun]:
         if methods[-1][0] not in METHODS:
             raise ConfigError(f"sweep file {path}: methods[{i}]: unknown method {methods[-1][0]!r}; known: "
                               f"{', '.join(METHODS.names())}{did_you_mean(methods[-1][0], METHODS.names())}")
-    seeds = spec.get("seeds") or [None]
-    shots = spec.get("shots") or [None]
+    seeds = spec.get("seeds") if spec.get("seeds") is not None else [None]
+    shots = spec.get("shots") if spec.get("shots") is not None else [None]
     search = {k: (v if isinstance(v, list) else [v]) for k, v in (spec.get("search") or {}).items()}
     overrides = dict(spec.get("overrides") or {})
     anywhere = _method_keys_anywhere()
@@ -166,8 +197,23 @@ def _method_keys_anywhere() -> set[str]:
     return {f.name for n in METHODS.names() for f in dataclasses.fields(METHODS.get(n).config_cls)}
 
 
+# A DataError saying the data is not there at all: a folder or a split's list file (the task is skipped as absent).
+# Any other one (a bad line, a label out of range, an empty list, an image a list names but lacks) fails the runs
+# that read it, recorded with the reason. One that names a line ("list.txt:12: ...") is about a file that is there.
+_ABSENT = re.compile(r"does not exist|\bnot found\b|\bno such file\b|\bno [\w ]*?(?:folder|list file|split files)\b"
+                     r"|\bnor\b.*\bexists\b")
+_AT_LINE = re.compile(r":\d+: ")
+
+
+def is_absence(message: str) -> bool:
+    """Whether a DataError's message says that a task's data is absent (rather than unusable)."""
+    first = message.splitlines()[0] if message else ""
+    return bool(_ABSENT.search(first)) and not _AT_LINE.search(first)
+
+
 def data_absent(task_name: str, data_root: str | None) -> str | None:
-    """Why a task's data cannot be read (its training list), or None when it is there."""
+    """Why a task's data is absent (no data root, no dataset folder, no training list), or None when it is there.
+    Data that is there but unusable is not absent: its runs are run and fail with the reason, recorded."""
     from .data import DataError
     from .task import TASKS
 
@@ -177,30 +223,155 @@ def data_absent(task_name: str, data_root: str | None) -> str | None:
     try:
         task.samples(data_root, task.protocol.train_split)
     except DataError as e:
-        return str(e).splitlines()[0]
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        return reason if is_absence(reason) else None
     return None
+
+
+# --- per-run locks ----------------------------------------------------------------------------------------------
+LOCK_REFRESH_S = 60.0  # the owner touches its lock this often
+LOCK_STALE_S = 15 * 60.0  # a lock not touched for this long is stale, on any host
+
+
+def _host() -> str:
+    return socket.gethostname()
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # another user's process
+        return True
+    return True
+
+
+class RunLock:
+    """A per-run lock file (O_CREAT | O_EXCL) holding "<pid> <host>", refreshed by a daemon thread while held.
+    `acquire()` is False when a live process holds it; a lock whose owner died (its pid is gone, same host) or
+    that has not been refreshed for LOCK_STALE_S (a dead owner on another host) is taken over."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def holder(self) -> str:
+        try:
+            with open(self.path, encoding="utf-8", errors="replace") as f:
+                return f.read().strip()
+        except OSError:
+            return ""
+
+    def _stale(self, content: str) -> bool:
+        try:
+            age = time.time() - os.stat(self.path).st_mtime
+        except OSError:
+            return False  # gone meanwhile: the next O_EXCL attempt decides
+        if age > LOCK_STALE_S:
+            return True
+        pid, _, host = content.partition(" ")
+        if not pid.isdigit():
+            return age > 60  # a lock still being written holds its content within microseconds
+        return host == _host() and not _pid_alive(int(pid))
+
+    def acquire(self) -> bool:
+        os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
+        for _ in range(3):
+            try:
+                fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+            except FileExistsError:
+                content = self.holder()
+                if not self._stale(content) or self.holder() != content:
+                    return False
+                log.info("taking over the stale lock %s (%s)", self.path, content or "empty")
+                try:
+                    os.unlink(self.path)
+                except FileNotFoundError:
+                    pass
+                continue
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                f.write(f"{os.getpid()} {_host()}\n")
+            self._thread = threading.Thread(target=self._refresh, name="petlbench-run-lock", daemon=True)
+            self._thread.start()
+            return True
+        return False
+
+    def _refresh(self) -> None:
+        while not self._stop.wait(LOCK_REFRESH_S):
+            try:
+                os.utime(self.path)
+            except OSError:
+                return
+
+    def release(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        mine = f"{os.getpid()} {_host()}"
+        if self.holder() == mine:
+            try:
+                os.unlink(self.path)
+            except FileNotFoundError:
+                pass
+
+
+def lock_path(store_root: str, benchmark: str, chash: str) -> str:
+    """The lock file of a run: beside its record, hidden (the store reads only *.json)."""
+    return os.path.join(store_root, benchmark, f".{chash}.lock")
 
 
 def run_one(task: str, method: str, overrides: dict[str, Any], data_root: str, store_root: str, out_dir: str,
             retry_failed: bool = False) -> tuple[str, str]:
-    """Run one planned run unless the store has it; record any failure. Returns (status, reason). Top-level and
+    """Run one planned run unless the store has it or another process holds its lock; record any failure.
+    Returns (status, reason): status "ran", "failed", "done", "failed_before" or "busy". Top-level and
     picklable: submitit calls it in a job."""
     from .run import execute, record_failure, resolve
 
     store = ResultStore(store_root)
     spec = resolve(task, method, overrides)
-    done = store.get(spec.task.benchmark, spec.config_hash)
-    if done is not None and (done.get("status") == "ok" or not retry_failed):
-        return "done" if done.get("status") == "ok" else "failed_before", done.get("reason", "")
+    lock = RunLock(lock_path(store_root, spec.task.benchmark, spec.config_hash))
     try:
-        execute(spec, data_root, store, out_dir)
-    except Exception as e:  # the sweep goes on; the reason is in the store
-        reason = f"{type(e).__name__}: {e}"
-        rec = store.get(spec.task.benchmark, spec.config_hash)
-        if rec is None or rec.get("status") != "failed":  # failed before training started: record it here
-            record_failure(spec, store, e)
-        return "failed", reason
-    return "ran", ""
+        if not lock.acquire():
+            return "busy", f"locked by {lock.holder() or 'another process'} ({lock.path})"
+    except OSError:  # a store that cannot hold a lock cannot hold the record: execute says why, in one line
+        lock = None
+    try:
+        done = store.get(spec.task.benchmark, spec.config_hash)  # read under the lock: finished meanwhile?
+        if done is not None and done.get("status") != "ok" and not retry_failed:
+            return "failed_before", done.get("reason", "")
+        try:  # execute returns a finished record only if it was made on this data; on other data it reruns
+            if execute(spec, data_root, store, out_dir) == done:
+                return "done", ""
+        except Exception as e:  # the sweep goes on; the reason is in the store
+            reason = f"{type(e).__name__}: {e}"
+            rec = store.get(spec.task.benchmark, spec.config_hash)
+            if rec is None or rec.get("status") != "failed" or rec == done:  # (done: an earlier failure)
+                record_failure(spec, store, e)  # failed before training started: record it here
+            return "failed", reason
+        return "ran", ""
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _same_data(r: PlannedRun, store: ResultStore, data_root: str | None, cache: dict) -> bool:
+    """Whether the store's finished record of `r` was made on the data now at `data_root`; True when there is
+    no data to compare with (absent data never reruns a finished run)."""
+    from .data import DataError
+    from .run import finished_record, resolve
+
+    if data_root is None:
+        return True
+    spec = resolve(r.task, r.method, r.overrides)
+    key = (r.task, spec.data_splits())
+    if key not in cache:
+        try:
+            cache[key] = spec.data_identity(data_root)
+        except DataError:
+            cache[key] = None
+    return cache[key] is None or finished_record(spec, store, data=cache[key]) is not None
 
 
 def run_sweep(path: str, data_root: str | None, store_root: str, out_dir: str, *, retry_failed: bool = False,
@@ -217,14 +388,21 @@ def run_sweep(path: str, data_root: str | None, store_root: str, out_dir: str, *
     runs = expand(sweep, path)
     summary = SweepSummary(planned=len(runs))
     store = ResultStore(store_root)
+    from .atomic import clean_stale_temps_under
+
+    for folder in (store_root, out_dir):  # temporary files of writers killed earlier (kill -9, a lost node)
+        for leftover in clean_stale_temps_under(folder):
+            log.info("removed the stale temporary file %s", leftover)
     absent: dict[str, str | None] = {}
     pending: list[PlannedRun] = []
+    data: dict[tuple, Any] = {}  # (task, splits) -> the data identity at data_root (each list read once)
     for r in runs:
         done = store.get(r.benchmark, r.config_hash)
         if done is not None and done.get("status") == "ok":
-            summary.already_done += 1
-            continue
-        if done is not None and not retry_failed:
+            if _same_data(r, store, data_root, data):
+                summary.already_done += 1
+                continue
+        elif done is not None and not retry_failed:
             summary.failed_before += 1
             continue
         if r.task not in absent:
@@ -234,6 +412,8 @@ def run_sweep(path: str, data_root: str | None, store_root: str, out_dir: str, *
                 say(f"skipping {r.task}: data absent ({absent[r.task]})")
         if not absent[r.task]:
             pending.append(r)
+    for benchmark in sorted({r.benchmark for r in pending}):  # a read-only or full store: one line, now
+        store.check_writable(benchmark)
     if executor == "inline":
         for i, r in enumerate(pending):
             if progress:
@@ -255,6 +435,9 @@ def _count(summary: SweepSummary, r: PlannedRun, status: str, reason: str, say: 
         say(f"failed: {r.describe()}: {reason.splitlines()[0]}")
     elif status == "done":
         summary.already_done += 1  # finished by another process meanwhile
+    elif status == "busy":
+        summary.busy.append(r.describe())
+        say(f"skipping {r.describe()}: running in another process ({reason})")
     else:
         summary.failed_before += 1
 

@@ -16,11 +16,16 @@ the plots. Conventions every table states in its footer (see petlbench/reference
 """
 from __future__ import annotations
 
+import logging
 import math
 import os
 import re
 from dataclasses import dataclass, field
 from typing import Any, Iterable
+
+from .store import record_problem
+
+log = logging.getLogger(__name__)
 
 REFERENCE_DIR = os.path.join(os.path.dirname(__file__), "reference")
 
@@ -107,40 +112,71 @@ def variant_of(rec: dict, search: Iterable[str] = ()) -> tuple[str, str, dict]:
     return label, (recipe_key(key, recipe) if not shown else ""), searched
 
 
-def run_frame(records: Iterable[dict], search: Iterable[str] = ()):
+def run_frame(records: Iterable[dict], search: Iterable[str] = (), problems=None):
     """One row per record: benchmark, task, dataset, group, variant, key (published key when the variant is a
     published configuration), status, seed, shots, value (the selected top-1 / metric), select_score (what the
     run's selection rule ranks by), params (trainable and paper convention, head excluded), and one column
-    `target:<task>` per evaluated target (domain generalization)."""
+    `target:<task>` per evaluated target (domain generalization).
+
+    A record with a field of the wrong type (a value that is not a number, params that are not a mapping, ...) is
+    skipped and, with `problems` (a store.StoreProblems), reported as ("<benchmark>/<config hash>.json", why):
+    the record's file under the store root. Records written before records named their data ("data") are read
+    as any other: tables do not need it."""
     import pandas as pd
 
     search = tuple(search)
     rows = []
     for r in records:
-        try:
-            label, key, searched = variant_of(r, search)
-        except (KeyError, TypeError):
-            continue  # not a run record (the store reported files it could not read)
-        proto = r.get("protocol") or {}
-        m = r.get("metrics") or {}
-        split = proto.get("clean_train_split" if proto.get("selection") == "clean" else "train_split", "")
-        shot = _SHOT_SPLIT.match(split or "")
-        params = r.get("params") or {}
-        row = {"benchmark": r.get("benchmark", ""), "task": r["task"], "dataset": r["task"].split("/", 1)[-1],
-               "group": r.get("group", ""), "method": r["method"], "variant": label, "key": key,
-               "status": r.get("status", ""), "reason": r.get("reason", ""), "seed": r.get("seed"),
-               "shots": int(shot.group(1)) if shot else None, "split_seed": int(shot.group(2)) if shot else None,
-               "value": r.get("value"), "metric": r.get("metric", "top1"),
-               "select_score": m.get("val_top1", r.get("value")), "selection": proto.get("selection", ""),
-               "params": params.get("trainable"), "params_paper": params.get("paper"),
-               "backbone": proto.get("backbone", ""), "weights": proto.get("weights", ""),
-               "normalize": proto.get("normalize", ""), "recipe": proto.get("recipe", "") or "",
-               "config_hash": r.get("config_hash", ""),
-               "searched": ", ".join(f"{k}={_fmt_value(v)}" for k, v in sorted(searched.items()))}
-        for name, t in (m.get("targets") or {}).items():  # in the source task's order
-            row[f"target:{name}"] = t.get("top1") if t.get("status") == "ok" else None
+        why = record_problem(r) or _row_problem(r)
+        if why is None:
+            try:
+                row = _frame_row(r, search)
+            except (KeyError, TypeError, AttributeError, ValueError) as e:
+                why = f"not a run record ({type(e).__name__}: {e})"
+        if why is not None:
+            log.warning("skipping record %s: %s", _record_file(r), why)
+            if problems is not None:
+                problems.items.append((_record_file(r), why))
+            continue
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def _frame_row(r: dict, search: tuple[str, ...]) -> dict:
+    label, key, searched = variant_of(r, search)
+    proto = r.get("protocol") or {}
+    m = r.get("metrics") or {}
+    split = proto.get("clean_train_split" if proto.get("selection") == "clean" else "train_split", "")
+    shot = _SHOT_SPLIT.match(split or "")
+    params = r.get("params") or {}
+    row = {"benchmark": r.get("benchmark", ""), "task": r["task"], "dataset": r["task"].split("/", 1)[-1],
+           "group": r.get("group", ""), "method": r["method"], "variant": label, "key": key,
+           "status": r.get("status", ""), "reason": r.get("reason", ""), "seed": r.get("seed"),
+           "shots": int(shot.group(1)) if shot else None, "split_seed": int(shot.group(2)) if shot else None,
+           "value": r.get("value"), "metric": r.get("metric", "top1"),
+           "select_score": m.get("val_top1", r.get("value")), "selection": proto.get("selection", ""),
+           "params": params.get("trainable"), "params_paper": params.get("paper"),
+           "backbone": proto.get("backbone", ""), "weights": proto.get("weights", ""),
+           "normalize": proto.get("normalize", ""), "recipe": proto.get("recipe", "") or "",
+           "config_hash": r.get("config_hash", ""),
+           "searched": ", ".join(f"{k}={_fmt_value(v)}" for k, v in sorted(searched.items()))}
+    for name, t in (m.get("targets") or {}).items():  # in the source task's order
+        row[f"target:{name}"] = t.get("top1") if t.get("status") == "ok" else None
+    return row
+
+
+def _record_file(r) -> str:
+    if not isinstance(r, dict):
+        return f"<{type(r).__name__}>"
+    return f"{r.get('benchmark', 'misc')}/{r.get('config_hash', '?')}.json"
+
+
+def _row_problem(r: dict) -> str | None:
+    """What a row needs beyond a well-typed record (store.record_problem): the task and the method."""
+    for key in ("task", "method"):
+        if not r.get(key):
+            return f"field {key!r} is missing: not a run record"
+    return None
 
 
 def collapse_search(ok, keys: tuple[str, ...]):

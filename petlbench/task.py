@@ -6,6 +6,7 @@ same registry. Task names are "<benchmark>/<dataset folder name>", e.g. "vtab/ci
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Literal
 
@@ -98,6 +99,12 @@ class Protocol:
     def validate(self) -> str | None:
         if self.epochs < 1 or self.batch_size < 1 or self.eval_every < 1:
             return "epochs, batch_size and eval_every must be positive"
+        for name in ("lr", "weight_decay", "min_lr", "warmup_lr"):
+            value = getattr(self, name)
+            if not math.isfinite(value) or value < 0:
+                return f"{name} must be a finite number >= 0, got {value}"
+        if self.lr <= 0:
+            return f"lr must be positive, got {self.lr}"
         if self.warmup_epochs >= self.epochs and self.warmup_epochs > 0:
             return (f"warmup_epochs ({self.warmup_epochs}) must be below epochs ({self.epochs}); with a shorter run, "
                     f"set warmup_epochs too (e.g. warmup_epochs=0)")

@@ -13,9 +13,10 @@ of ADEChallengeData2016/, ade/ADEChallengeData2016/ (mmseg's data/ade/...) or ad
 
 Annotations are single-channel PNGs of class indices as released: 0 = "other" (ignored), 1..150 = the classes;
 mmseg's `reduce_zero_label` maps them to 255 (ignore) and 0..149. Before training, every pair of a split is
-checked (`check_split`): an image without its annotation, sizes that differ, a multi-channel annotation, or
-values outside 0..150 (and 255) fail naming the files. The result of a check is cached per split (file list,
-sizes and modification times), so a second run does not decode 20,210 PNGs again.
+checked (`check_split`): an image without its annotation, an image or annotation that does not decode in full (a
+truncated JPEG would otherwise stop mmcv mid-training), sizes that differ, a multi-channel annotation, or values
+outside 0..150 (and 255) fail naming the files. Each pair that passed is cached by (path, size, modification
+time) of both files, so a second run decodes nothing again and a changed file is decoded again.
 
 Tasks (protocols: the two shipped mmengine configs in configs/, whose values the protocol repeats; a test checks
 they agree):
@@ -86,13 +87,19 @@ def ade_samples(task: Task, data_root: str, split: str) -> list[SegSample]:
 
 
 def _check_pair(s: SegSample) -> str | None:
-    """What is wrong with one pair (None: nothing)."""
+    """What is wrong with one pair (None: nothing). The image is decoded in full, not only its header."""
     import numpy as np
     from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(s.path) as im:
             img_size = im.size
+            im.load()
+    except (OSError, UnidentifiedImageError) as e:
+        return f"cannot read {s.path}: {str(e).splitlines()[0] if str(e) else type(e).__name__}"
+    except Exception as e:  # zlib / PIL decoder errors of a damaged file
+        return f"image {s.path} does not decode: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+    try:
         with Image.open(s.annotation) as ann:
             if ann.mode not in ("L", "P", "I", "I;16"):
                 return (f"annotation {s.annotation} has mode {ann.mode} ({len(ann.getbands())} channels); "
@@ -102,7 +109,10 @@ def _check_pair(s: SegSample) -> str | None:
                         f"{img_size[0]}x{img_size[1]}")
             values = np.unique(np.asarray(ann))
     except (OSError, UnidentifiedImageError) as e:
-        return f"cannot read {getattr(e, 'filename', None) or s.path}: {e}"
+        return f"cannot read {s.annotation}: {str(e).splitlines()[0] if str(e) else type(e).__name__}"
+    except Exception as e:
+        return (f"annotation {s.annotation} does not decode: {type(e).__name__}: "
+                f"{str(e).splitlines()[0] if str(e) else ''}")
     bad = [int(v) for v in values if not (0 <= v <= NUM_CLASSES or v == IGNORE)]
     if bad:
         return (f"annotation {s.annotation} has label values {bad[:8]} outside 0..{NUM_CLASSES} "
@@ -110,31 +120,58 @@ def _check_pair(s: SegSample) -> str | None:
     return None
 
 
+def _stamp(s: SegSample) -> list | None:
+    """What the cache keys a pair by: the annotation's path, and size and modification time of both files."""
+    try:
+        a, b = os.stat(s.path), os.stat(s.annotation)
+    except OSError:
+        return None
+    return [s.annotation, a.st_size, a.st_mtime_ns, b.st_size, b.st_mtime_ns]
+
+
+CACHE_VERSION = 2  # 1: one stamp per split, image headers only (not trusted: it never decoded the images)
+
+
 def check_split(samples: list[SegSample], cache_dir: str | None = None, workers: int = 8) -> None:
-    """Decode every image header and annotation of a split and fail (DataError) naming the files where an
-    annotation's size differs from its image's, it is not single-channel, or it holds values outside
-    0..150 / 255. With `cache_dir`, a split whose files (names, sizes, modification times) are unchanged since
-    its last clean check is not decoded again."""
-    stamp = None
+    """Decode every image and annotation of a split in full and fail (DataError, one line) naming the files
+    where one does not decode (truncated, damaged), an annotation's size differs from its image's, it is not
+    single-channel, or it holds values outside 0..150 / 255. With `cache_dir`, the pairs that passed are cached
+    (`<cache_dir>/decoded-<digest of the paths>.json`, by path, size and modification time of both files): a
+    second check decodes only the pairs that are new or changed."""
+    cache_path, cached = None, {}
     if cache_dir:
-        h = hashlib.sha256()
-        for s in samples:
-            for p in (s.path, s.annotation):
-                st = os.stat(p)
-                h.update(f"{p}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
-        stamp = os.path.join(cache_dir, f"checked-{h.hexdigest()[:24]}.json")
-        if os.path.isfile(stamp):
-            return
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        problems = [p for p in pool.map(_check_pair, samples) if p]
+        names = hashlib.sha256("\n".join(s.path for s in samples).encode()).hexdigest()[:24]
+        cache_path = os.path.join(cache_dir, f"decoded-{names}.json")
+        try:
+            with open(cache_path, encoding="utf-8") as f:
+                saved = json.load(f)
+            if saved.get("version") == CACHE_VERSION and isinstance(saved.get("ok"), dict):
+                cached = saved["ok"]
+        except (OSError, ValueError, AttributeError):
+            cached = {}  # none yet, or unreadable: decode everything
+    from PIL import ImageFile
+
+    stamps = {s.path: _stamp(s) for s in samples}
+    todo = [s for s in samples if stamps[s.path] is None or cached.get(s.path) != stamps[s.path]]
+    lenient = ImageFile.LOAD_TRUNCATED_IMAGES
+    ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated file fails here, whatever another library set
+    try:
+        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+            found = list(pool.map(_check_pair, todo))
+    finally:
+        ImageFile.LOAD_TRUNCATED_IMAGES = lenient
+    problems = [p for p in found if p]
+    if cache_path and todo:
+        from petlbench.atomic import atomic_write_text
+
+        fresh = {s.path for s, p in zip(todo, found) if not p}
+        ok = {s.path: stamps[s.path] for s in samples if stamps[s.path] is not None
+              and (s.path in fresh or cached.get(s.path) == stamps[s.path])}
+        atomic_write_text(cache_path, json.dumps({"version": CACHE_VERSION, "ok": ok}))
     if problems:
         more = f" (and {len(problems) - MAX_LISTED} more)" if len(problems) > MAX_LISTED else ""
         raise DataError(f"{len(problems)} of {len(samples)} image/annotation pairs are unusable: "
                         + "; ".join(problems[:MAX_LISTED]) + more)
-    if stamp:
-        from petlbench.atomic import atomic_write_text
-
-        atomic_write_text(stamp, json.dumps({"pairs": len(samples), "first": samples[0].path}))
 
 
 def config_path(name: str) -> str:
