@@ -300,3 +300,32 @@ def test_learning_rates_are_checked():
                           (["warmup_lr=-1e-6"], "warmup_lr must be a finite number >= 0")):
         with pytest.raises(ConfigError, match=message):
             resolve("mini/digits", "linear", parse_overrides(over) if isinstance(over, list) else over)
+
+
+def test_a_sweep_over_good_and_bad_folders_records_the_good_and_names_the_bad(mini_root, tmp_path):
+    """The issue's acceptance case, through the real command: one good dataset, one with a label out of range, one
+    with a non-UTF-8 list, one absent. Every good run is recorded, every bad one is named in one line, exit 1, and
+    nothing prints a traceback."""
+    data = tmp_path / "data"
+    for name in ("digits", "dsprites_loc", "dsprites_ori"):
+        shutil.copytree(os.path.join(mini_root, name), data / name)
+    lst = data / "dsprites_loc" / "trainval.txt"
+    lines = lst.read_text(encoding="utf-8").splitlines()
+    lines[4] = lines[4].rsplit(" ", 1)[0] + " 42"
+    lst.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    (data / "dsprites_ori" / "trainval.txt").write_bytes(b"caf\xe9.png 0\n")  # Latin-1, not UTF-8
+    path = _file(tmp_path, "tasks: [mini/digits, mini/dsprites_loc, mini/dsprites_ori, mini/clevr_count]\n"
+                           "methods: [linear]\n" + QUICK)
+    out = subprocess.run([sys.executable, "-m", "petlbench.cli", "sweep", path, "--data-root", str(data), "--store",
+                          str(tmp_path / "s"), "--out", str(tmp_path / "o"), "--quiet"], capture_output=True, text=True,
+                         env={**os.environ, "PYTHONPATH": os.getcwd()}, timeout=600)
+    text = out.stdout + out.stderr
+    assert out.returncode == 1, text
+    assert "Traceback" not in text
+    recs = {r["task"]: r for r in ResultStore(str(tmp_path / "s")).records()}
+    assert recs["mini/digits"]["status"] == "ok"
+    assert recs["mini/dsprites_loc"]["status"] == "failed" and "label 42" in recs["mini/dsprites_loc"]["reason"]
+    assert recs["mini/dsprites_ori"]["status"] == "failed" and "UTF-8" in recs["mini/dsprites_ori"]["reason"]
+    assert "mini/clevr_count" not in recs and "clevr_count" in text  # absent: named, not recorded
+    for bad in ("label 42", "UTF-8"):  # each named on exactly one "failed:" line
+        (_line,) = [ln for ln in text.splitlines() if bad in ln and ln.startswith("failed:")]
