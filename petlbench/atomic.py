@@ -21,12 +21,13 @@ _last_clean: dict[str, float] = {}  # folder -> when this process last cleaned i
 _TMP_NAME = re.compile(r"^\.tmp-(\d+)@([A-Za-z0-9_-]*)-")
 
 
-def _host() -> str:
+def host_name() -> str:
     """This machine's short host name, reduced to [A-Za-z0-9_-] (it is part of temporary file names)."""
     return re.sub(r"[^A-Za-z0-9_-]", "_", socket.gethostname().split(".")[0])[:40]
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether process `pid` exists on this machine (another user's counts)."""
     if pid == os.getpid():
         return True
     try:
@@ -40,7 +41,7 @@ def _pid_alive(pid: int) -> bool:
 
 def _new_temp(directory: str, suffix: str) -> str:
     """Create an empty temporary file in `directory` (O_EXCL, mode 0o666 less the umask); returns its path."""
-    prefix = f".tmp-{os.getpid()}@{_host()}-"
+    prefix = f".tmp-{os.getpid()}@{host_name()}-"
     for _ in range(100):
         path = os.path.join(directory, prefix + secrets.token_hex(4) + suffix)
         try:
@@ -65,7 +66,7 @@ def is_stale_temp(path: str, now: float | None = None, max_age: float = STALE_AF
     if age > max_age:
         return True
     m = _TMP_NAME.match(name)
-    return bool(m) and m.group(2) == _host() and not _pid_alive(int(m.group(1)))
+    return bool(m) and m.group(2) == host_name() and not pid_alive(int(m.group(1)))
 
 
 def clean_stale_temps(directory: str, max_age: float = STALE_AFTER_S) -> list[str]:

@@ -5,8 +5,7 @@ Two more checks, both recorded at save time and checked at load time (files writ
 without them): `sha256`, a digest of the stored tensors (name, dtype, shape, bytes), so a damaged payload (a
 flipped bit loads silently as, say, -5.2e36) is an error naming the file; and `frozen_sha256`, a digest of the
 frozen backbone parameters the tensors were tuned on, so a file tuned on pretrained weights does not load into a
-randomly initialised (or otherwise different) backbone. `weights`, the backbone weights' name or file, is
-recorded too when the model carries it (`model.petl.weights`), and named in that error."""
+randomly initialised (or otherwise different) backbone."""
 from __future__ import annotations
 
 import hashlib
@@ -53,11 +52,6 @@ def frozen_digest(model: nn.Module) -> str:
     return h.hexdigest()
 
 
-def _weights_of(info: PETLInfo) -> str | None:
-    w = getattr(info, "weights", None)
-    return None if w is None else str(w)
-
-
 def save_tuned(model: nn.Module, path: str) -> None:
     """Write the trainable tensors of a petlbench model to `path` (safetensors, no pickle), atomically, with the
     model's identity, a digest of the tensors and one of the frozen backbone weights (module docstring)."""
@@ -77,8 +71,6 @@ def save_tuned(model: nn.Module, path: str) -> None:
         "sha256": tensors_digest(tensors),
         "frozen_sha256": frozen_digest(model),
     }
-    if _weights_of(info) is not None:
-        meta["weights"] = _weights_of(info)
     atomic_write_bytes(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
 
 
@@ -122,10 +114,6 @@ def load_tuned(model: nn.Module, path: str) -> nn.Module:
     for key, want in expected.items():
         if meta.get(key) != want:
             raise CheckpointError(f"{path}: made for {key} {meta.get(key)!r}, but the model has {want!r}")
-    weights = _weights_of(info)
-    if "weights" in meta and weights is not None and meta["weights"] != weights:
-        raise CheckpointError(f"{path}: tuned on backbone weights {meta['weights']!r}, but the model has "
-                              f"{weights!r}")
     params = dict(model.named_parameters())
     trainable = {n for n, p in params.items() if p.requires_grad}
     if set(tensors) != trainable:
@@ -135,8 +123,7 @@ def load_tuned(model: nn.Module, path: str) -> nn.Module:
         if params[name].shape != t.shape:
             raise CheckpointError(f"{path}: {name} has shape {tuple(t.shape)}, model {tuple(params[name].shape)}")
     if "frozen_sha256" in meta and frozen_digest(model) != meta["frozen_sha256"]:
-        tuned_on = f" ({meta['weights']})" if "weights" in meta else ""
-        raise CheckpointError(f"{path}: tuned on other backbone weights{tuned_on} than this model's frozen ones "
+        raise CheckpointError(f"{path}: tuned on other backbone weights than this model's frozen ones "
                               "(pretrained vs random initialisation, or another checkpoint); build the model with "
                               "the weights it was tuned on")
     with torch.no_grad():

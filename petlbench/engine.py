@@ -100,8 +100,8 @@ def build_optimizer(model: nn.Module, optimizer: str, lr: float, weight_decay: f
                     decay_filter: str = "all", fused: bool = False) -> torch.optim.Optimizer:
     """The optimizer over the trainable parameters. decay_filter "all": one group, every trainable tensor decays
     (RepAdapter's `AdamW(trainable, ...)`); "timm": timm's create_optimizer_v2 with filter_bias_and_bn=True (1-D
-    tensors, biases and `model.no_weight_decay()` names get no decay; NOAH's `create_optimizer`). Note timm's
-    "sgd" is Nesterov SGD."""
+    tensors, biases and `model.no_weight_decay()` names get no decay; NOAH's `create_optimizer`; note timm's "sgd"
+    is Nesterov SGD); "no_bias": no decay for names containing "bias" (VPT's optimizer.py)."""
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise PETLBenchError("the model has no trainable parameters")
@@ -574,8 +574,7 @@ def _save_resume(path: str, model: nn.Module, opt, epoch: int, best: float, resu
         return
     state = {"tuned": trainable_state(model), "optimizer": opt.state_dict(), "epoch": epoch, "best": best,
              "history": json.dumps(result.history), "best_state": result.best_state or {},
-             "rng": mine["torch"], "data_rng": mine.get("data", mine["torch"]), "rngs": ranks,
-             "images_seen": result.images_seen, "train_seconds": train_seconds, "wall_seconds": wall_seconds}
+             "rngs": ranks, "wall_seconds": wall_seconds}  # rngs: each rank's generators and counts
     if scaler is not None:
         state["scaler"] = scaler.state_dict()
     atomic_write_bytes(path, lambda tmp: torch.save(state, tmp))

@@ -151,7 +151,6 @@ class ResultStore:
         with their file name."""
         if not os.path.isdir(self.root):
             return
-        seen: set[tuple[str, str]] = set()
         for dirpath, dirs, files in os.walk(self.root):
             dirs.sort()
             rel = os.path.relpath(dirpath, self.root)
@@ -163,15 +162,12 @@ class ResultStore:
                 if depth != 1:
                     rec, why = None, "not at <store>/<benchmark>/<config hash>.json (a copy?)"
                 else:
-                    rec, why = _read_record(path, rel)
-                if rec is not None and (rec.get("benchmark", "misc"), rec["config_hash"]) in seen:
-                    rec, why = None, f"a second file of record {rec['config_hash']}"
+                    rec, why = _read_record(path, rel)  # its name must be its hash: each record once
                 if why is not None:
                     log.warning("skipping record %s: %s", path, why)
                     if problems is not None:
                         problems.items.append((path, why))
                     continue
-                seen.add((rec.get("benchmark", "misc"), rec["config_hash"]))
                 yield rec
 
     def to_frame(self, problems: StoreProblems | None = None):

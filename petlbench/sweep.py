@@ -28,12 +28,12 @@ import itertools
 import logging
 import os
 import re
-import socket
 import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from .atomic import clean_stale_temps_under, host_name, pid_alive
 from .errors import ConfigError, PETLBenchError
 from .registry import did_you_mean
 from .store import ResultStore
@@ -233,20 +233,6 @@ LOCK_REFRESH_S = 60.0  # the owner touches its lock this often
 LOCK_STALE_S = 15 * 60.0  # a lock not touched for this long is stale, on any host
 
 
-def _host() -> str:
-    return socket.gethostname()
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # another user's process
-        return True
-    return True
-
-
 class RunLock:
     """A per-run lock file (O_CREAT | O_EXCL) holding "<pid> <host>", refreshed by a daemon thread while held.
     `acquire()` is False when a live process holds it; a lock whose owner died (its pid is gone, same host) or
@@ -274,7 +260,7 @@ class RunLock:
         pid, _, host = content.partition(" ")
         if not pid.isdigit():
             return age > 60  # a lock still being written holds its content within microseconds
-        return host == _host() and not _pid_alive(int(pid))
+        return host == host_name() and not pid_alive(int(pid))
 
     def acquire(self) -> bool:
         os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
@@ -292,7 +278,7 @@ class RunLock:
                     pass
                 continue
             with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write(f"{os.getpid()} {_host()}\n")
+                f.write(f"{os.getpid()} {host_name()}\n")
             self._thread = threading.Thread(target=self._refresh, name="petlbench-run-lock", daemon=True)
             self._thread.start()
             return True
@@ -309,7 +295,7 @@ class RunLock:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
-        mine = f"{os.getpid()} {_host()}"
+        mine = f"{os.getpid()} {host_name()}"
         if self.holder() == mine:
             try:
                 os.unlink(self.path)
@@ -388,8 +374,6 @@ def run_sweep(path: str, data_root: str | None, store_root: str, out_dir: str, *
     runs = expand(sweep, path)
     summary = SweepSummary(planned=len(runs))
     store = ResultStore(store_root)
-    from .atomic import clean_stale_temps_under
-
     for folder in (store_root, out_dir):  # temporary files of writers killed earlier (kill -9, a lost node)
         for leftover in clean_stale_temps_under(folder):
             log.info("removed the stale temporary file %s", leftover)

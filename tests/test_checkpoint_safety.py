@@ -98,7 +98,7 @@ def _dead_pid() -> int:
 def test_stale_temporary_files_are_cleaned_when_the_folder_is_written(tmp_path):
     from petlbench import atomic
 
-    host = atomic._host()
+    host = atomic.host_name()
     dead = tmp_path / f".tmp-{_dead_pid()}@{host}-abcd1234.json"  # a writer killed mid-write
     old = tmp_path / ".tmp-k2j4h5g6.json"  # an older petlbench's name, two hours old
     alive = tmp_path / f".tmp-{os.getpid()}@{host}-beef0000.json"  # being written right now
