@@ -28,9 +28,10 @@ import torch
 import torch.nn as nn
 from timm.layers import QuickGELU, trunc_normal_
 
-from petlbench.errors import PETLBenchError
+from petlbench.config import added_later
+from petlbench.errors import ConfigError
 from petlbench.method import PETLMethod, Wrapper, register_method
-from petlbench.sites import FAMILY_SITES, Site, channels_first, find_sites, replace_module
+from petlbench.sites import Site, channels_first, find_sites, replace_module
 
 
 @dataclass
@@ -43,10 +44,10 @@ class AdapterConfig:
     dropout: float = 0.0  # between act and up (NOAH: --drop_rate_adapter, default 0.1)
     # "zero_up": down Kaiming-uniform, up and biases zero; "trunc_normal": both weights trunc_normal(std 0.02),
     # biases zero (what NOAH's ViT init leaves them at)
-    init: Literal["zero_up", "trunc_normal"] = "zero_up"
+    init: Literal["zero_up", "trunc_normal"] = added_later("zero_up")
     # "mlp": wrap the MLP (inside LayerScale / drop path); "after_drop_path": wrap the MLP branch's drop path
     # (NOAH's order; ViT and Swin, sequential only)
-    placement: Literal["mlp", "after_drop_path"] = "mlp"
+    placement: Literal["mlp", "after_drop_path"] = added_later("mlp")
 
     def validate(self) -> str | None:
         if self.dim < 1:
@@ -97,25 +98,32 @@ def _first_layer(mlp: nn.Module) -> nn.Module:
     """The MLP's first Linear or 1x1 conv (ConvNeXt's conv_mlp), whose input width is the model's width."""
     first = next((m for m in mlp.modules() if isinstance(m, (nn.Linear, nn.Conv2d))), None)
     if first is None:
-        raise ValueError(f"adapter: no Linear or Conv2d inside {type(mlp).__name__} to read the width from")
+        raise ConfigError(f"adapter: no Linear or Conv2d inside {type(mlp).__name__} to read the width from")
     return first
 
 
 @register_method("adapter")
 class Adapter(PETLMethod):
     config_cls = AdapterConfig
-    sites = ("mlp",)
-    mergeable = False
-    families = ("vit", "swin", "convnext", "openclip")
+    mergeable = False  # the bottleneck's nonlinearity is the point of the comparison
     paper = "Houlsby et al. 2019, arXiv:1902.00751; AdaptFormer, arXiv:2205.13535"
+    display_name = "Adapter"
+    key_options = ("style",)
+
+    @classmethod
+    def variant_key(cls, cfg: dict) -> str:
+        return "adaptformer" if cfg.get("style", AdapterConfig.style) == "parallel" else cls.name
+
+    @classmethod
+    def variant_name(cls, key: str) -> str:
+        return "AdaptFormer" if key == "adaptformer" else cls.display_name
+
+    def target_sites(self) -> tuple[str, ...]:
+        return ("mlp",) if self.cfg.placement == "mlp" else ("mlp_drop_path",)
 
     def apply(self, model: nn.Module, family: str) -> nn.Module:
         if self.cfg.placement == "mlp":
             return super().apply(model, family)
-        if "mlp_drop_path" not in FAMILY_SITES[family]:
-            raise PETLBenchError(f"adapter placement='after_drop_path' needs a drop path behind the MLP; {family} "
-                                 f"backbones have none here (families with one: "
-                                 f"{', '.join(f for f, t in FAMILY_SITES.items() if 'mlp_drop_path' in t)})")
         # the drop path has no width of its own: take it from the MLP of the same block
         width = {s.name.rpartition(".")[0]: _first_layer(s.module).in_features
                  for s in find_sites(model, family, "mlp")}

@@ -12,10 +12,8 @@ from petlbench.method import PETLMethod, own_biases, register_method
 
 @register_method("bitfit")
 class BitFit(PETLMethod):
-    mergeable = True  # nothing to merge
-    families = ("vit", "swin", "convnext", "openclip")
     paper = "Ben Zaken et al. 2021, arXiv:2106.10199"
+    display_name = "BitFit"
 
-    def mark_trainable(self, model: nn.Module) -> None:
-        for bias in own_biases(model):
-            bias.requires_grad_(True)
+    def trainable_parameters(self, model: nn.Module) -> set[str]:
+        return own_biases(model)

@@ -8,9 +8,8 @@ from petlbench.method import PETLMethod, register_method
 
 @register_method("full")
 class Full(PETLMethod):
-    mergeable = True  # nothing to merge
-    families = ("vit", "swin", "convnext", "openclip")
     paper = "baseline"
+    display_name = "Full fine-tuning"
 
-    def mark_trainable(self, model: nn.Module) -> None:
-        model.requires_grad_(True)
+    def trainable_parameters(self, model: nn.Module) -> set[str]:
+        return {name for name, _ in model.named_parameters()}

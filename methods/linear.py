@@ -9,9 +9,8 @@ from petlbench.method import PETLMethod, register_method
 
 @register_method("linear")
 class Linear(PETLMethod):
-    mergeable = True  # nothing to merge
-    families = ("vit", "swin", "convnext", "openclip")
     paper = "baseline"
+    display_name = "Linear probing"
 
-    def mark_trainable(self, model: nn.Module) -> None:
-        pass
+    def trainable_parameters(self, model: nn.Module) -> set[str]:
+        return set()

@@ -61,8 +61,21 @@ class PromptedBlock(Wrapper):
 class VPT(PETLMethod):
     config_cls = VPTConfig
     sites = ("block",)
-    mergeable = False
+    # Prompts are tokens of one flat sequence: Swin and ConvNeXt blocks take a spatial grid instead. open_clip's
+    # sequence could take them, but `apply` reads the prefix count, width and patch size from timm's ViT only.
+    only_families = ("vit",)
+    mergeable = False  # prompts lengthen the sequence
     paper = "Jia et al. 2022, arXiv:2203.12119"
+    display_name = "VPT"
+    key_options = ("deep",)
+
+    @classmethod
+    def variant_key(cls, cfg: dict) -> str:
+        return "vpt_deep" if cfg.get("deep", VPTConfig.deep) else "vpt_shallow"
+
+    @classmethod
+    def variant_name(cls, key: str) -> str:
+        return {"vpt_deep": "VPT-Deep", "vpt_shallow": "VPT-Shallow"}.get(key, cls.display_name)
 
     def apply(self, model: nn.Module, family: str) -> nn.Module:
         blocks = find_sites(model, family, "block")

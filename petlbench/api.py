@@ -8,9 +8,9 @@ import torch.nn as nn
 
 from .backbones import create_backbone, head_parameters
 from .config import build_config, config_to_dict
-from .errors import MergeError, PETLBenchError
+from .errors import ConfigError, MergeError, PETLBenchError
 from .method import METHODS, PETLInfo, PETLMethod, Wrapper
-from .sites import detect_family, replace_module
+from .sites import FAMILY_SITES, detect_family, replace_module
 
 
 def list_methods() -> list[str]:
@@ -34,7 +34,7 @@ def create_model(
     **backbone_kwargs: Any,
 ) -> nn.Module:
     """A timm backbone with `method` applied: the method's sites wrapped, everything frozen except the method's
-    parameters and the new `num_classes` head. The result is the timm model itself (same class, same
+    `trainable_parameters` and the new `num_classes` head (ConfigError for a family the method does not support). The result is the timm model itself (same class, same
     `forward`), carrying a `PETLInfo` as `model.petl`."""
     m = get_method(method, method_cfg)  # fail on a bad method or config before building a large model
     model = create_backbone(backbone, num_classes=num_classes, pretrained=pretrained, **backbone_kwargs)
@@ -45,27 +45,45 @@ def apply_method(model: nn.Module, method: PETLMethod, backbone: str, num_classe
                  backbone_kwargs: Mapping[str, Any] | None = None) -> nn.Module:
     """Apply an instantiated method to an existing backbone in place (see `create_model`)."""
     if getattr(model, "petl", None) is not None:
-        raise PETLBenchError(f"this model already has method {model.petl.method!r} applied")
+        raise ConfigError(f"this model already has method {model.petl.method!r} applied")
     family = detect_family(model)
-    if family not in method.families:
-        raise PETLBenchError(
-            f"method {method.name!r} does not support {family} backbones ({backbone}); it supports: "
-            f"{', '.join(method.families)}"
-        )
-    model.requires_grad_(False)
+    supported = method.supported_families()
+    if family not in supported:
+        raise ConfigError(f"method {_label(method)} does not support {family} backbones ({backbone}): "
+                          f"{_why_unsupported(method, family)}; it supports: {', '.join(supported) or 'none'}")
     method.apply(model, family)
-    method.mark_trainable(model)
-    for p in head_parameters(model):
-        p.requires_grad_(True)
+    # Freezing happens here, for every method alike: exactly what the method names, and the head, trains.
+    trainable, named = method.trainable_parameters(model), dict(model.named_parameters(remove_duplicate=False))
+    unknown = sorted(trainable - named.keys())
+    if unknown:
+        raise PETLBenchError(f"method {method.name!r} names parameters the model does not have: "
+                             f"{', '.join(unknown[:3])}")
+    train = {id(named[n]) for n in trainable} | {id(p) for p in head_parameters(model)}
+    for p in model.parameters():
+        p.requires_grad_(id(p) in train)
     model.petl = PETLInfo(backbone=backbone, method=method.name, method_cfg=config_to_dict(method.cfg),
                           family=family, num_classes=num_classes, backbone_kwargs=dict(backbone_kwargs or {}))
     return model
 
 
+def _label(method: PETLMethod) -> str:
+    """'name' and the options that differ from the defaults: what selected the sites."""
+    defaults = config_to_dict(method.config_cls())
+    diff = [f"{k}={v!r}" for k, v in config_to_dict(method.cfg).items() if defaults.get(k) != v]
+    return f"{method.name!r}" + (f" ({', '.join(diff)})" if diff else "")
+
+
+def _why_unsupported(method: PETLMethod, family: str) -> str:
+    missing = [k for k in method.target_sites() if k not in method.optional_sites and k not in FAMILY_SITES[family]]
+    if missing:
+        return f"{family} backbones have no site {', '.join(map(repr, missing))}"
+    return f"the method is limited to {', '.join(method.only_families or ())}"
+
+
 def _info(model: nn.Module) -> PETLInfo:
     info = getattr(model, "petl", None)
     if not isinstance(info, PETLInfo):
-        raise PETLBenchError("this model was not built by petlbench.create_model (no `model.petl`)")
+        raise ConfigError("this model was not built by petlbench.create_model (no `model.petl`)")
     return info
 
 
@@ -92,10 +110,6 @@ def merge(model: nn.Module) -> nn.Module:
     """A plain backbone (no wrappers, same module types as `timm.create_model`) computing the same function
     as `model` in eval mode. `model` is left untouched. MergeError for a method that is not mergeable."""
     info = _info(model)
-    method = METHODS.get(info.method)
-    if not method.mergeable:
-        mergeable = [n for n in METHODS.names() if METHODS.get(n).mergeable]
-        raise MergeError(f"method {info.method!r} is not mergeable; mergeable methods: {', '.join(mergeable)}")
     blocker = method_of(model).merge_blocker(info.family)
     if blocker:
         raise MergeError(f"method {info.method!r} on this {info.family} backbone does not merge: {blocker}")

@@ -1,5 +1,5 @@
-"""Backbone creation: timm names, and open_clip vision towers as "openclip:<arch>" (e.g. "openclip:ViT-B-16"),
-with weights from a hub tag or a local file."""
+"""Backbone creation: timm names (petlbench's own, in petlbench.models, registered on import), and open_clip vision
+towers as "openclip:<arch>" (e.g. "openclip:ViT-B-16"), with weights from a hub tag or a local file."""
 from __future__ import annotations
 
 import contextlib
@@ -12,6 +12,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from . import models  # noqa: F401  (registers petlbench's own backbones with timm: petlbench_vit_mini, videomae_*)
 from .errors import PETLBenchError, UnknownNameError
 from .registry import did_you_mean
 from .weights import cached_hub_file, cached_timm_weights, check_npz, first_line, hub_offline, is_npz
@@ -57,7 +58,7 @@ def create_backbone(name: str, num_classes: int, pretrained: bool | str = False,
 
     check_backbone(name)
     if isinstance(pretrained, str) and name.startswith("videomae_"):  # VideoMAE's own key layout
-        from .video import load_videomae
+        from .models.videomae import load_videomae
 
         path = os.path.expanduser(pretrained)
         if not os.path.isfile(path):
@@ -289,30 +290,5 @@ def head_parameters(model: nn.Module) -> list[nn.Parameter]:
     return list(head.parameters()) if isinstance(head, nn.Module) else []
 
 
-def _register_mini() -> None:
-    """`petlbench_vit_mini`: a 32 px ViT (patch 8, width 96, depth 6, 3 heads; 0.67M parameters) for the offline
-    mini-benchmark, built by timm's own ViT builder so every method and loader treats it as any timm ViT."""
-    from timm.models import register_model
-    from timm.models._builder import build_model_with_cfg
-    from timm.models._registry import generate_default_cfgs
-    from timm.models.vision_transformer import VisionTransformer, checkpoint_filter_fn
-
-    global default_cfgs  # timm's register_model reads the module's `default_cfgs`
-    default_cfgs = generate_default_cfgs({"petlbench_vit_mini": {
-        "url": "", "num_classes": 0, "input_size": (3, 32, 32), "interpolation": "bicubic", "crop_pct": 1.0,
-        "mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225), "first_conv": "patch_embed.proj",
-        "classifier": "head"}})
-
-    @register_model
-    def petlbench_vit_mini(pretrained: bool = False, **kwargs):
-        args = dict(img_size=32, patch_size=8, embed_dim=96, depth=6, num_heads=3, mlp_ratio=4.0)
-        args.update(kwargs)
-        return build_model_with_cfg(VisionTransformer, "petlbench_vit_mini", pretrained,
-                                    pretrained_filter_fn=checkpoint_filter_fn, **args)
-
-
-_register_mini()
-from . import video as _video  # noqa: E402  (importing it registers videomae_vit_base_patch16_224 with timm)
-
 __all__ = ["CLIPClassifier", "check_backbone", "create_backbone", "create_openclip", "head_parameters",
-           "input_normalization", "_video"]
+           "input_normalization"]

@@ -26,6 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Sequence
 
+from .benchmark import of as benchmark_of
 from .data import DataError, Sample, deferred_file_checks, load_rgb
 from .errors import ConfigError
 from .task import Task
@@ -262,7 +263,7 @@ def check_files(paths: Iterable[str], kind: str, workers: int, cache: PassCache 
 
 # --- splits -------------------------------------------------------------------------------------------------
 def _read_split(task: Task, data_root: str, split: str) -> tuple[SplitCheck, list[Sample]]:
-    r = SplitCheck(task.name, split, "videos" if task.benchmark == "video" else "images",
+    r = SplitCheck(task.name, split, benchmark_of(task).sample_kind,
                    expected=expected_size(task, split))
     try:
         with deferred_file_checks():  # every missing file is reported below, not only the first
@@ -284,11 +285,11 @@ def check_tasks(tasks: Sequence[Task], data_root: str, splits: Sequence[str] | N
     `SplitCheck` per split, in order. A file shared by several splits is opened once. `cache_path`: "" for
     `default_cache_path()`, None for no cache. `workers`: threads opening files (default 2 per CPU, at most 32)."""
     workers = workers or min(32, 2 * (os.cpu_count() or 1))
-    own = [t.name for t in tasks if t.runner is not None]
+    own = [t.name for t in tasks if benchmark_of(t).runner is not None]
     if own:
         raise ConfigError(f"{', '.join(own)}: check-data checks classification tasks (image and video lists); "
-                          f"a task with its own runner (segmentation) checks its data when its run starts")
-    if decode_videos and any(t.benchmark == "video" for t in tasks):
+                          f"a task with its own runner checks its data when its run starts")
+    if decode_videos and any(benchmark_of(t).sample_kind == "videos" for t in tasks):
         try:
             import decord  # noqa: F401
         except ImportError:

@@ -3,12 +3,12 @@
     petlbench methods                      list the registered methods, their options and defaults
     petlbench tasks [--benchmark NAME]     list the registered tasks, their classes, splits and protocol
     petlbench run --task T --method M ...  train one task with one method, append a record to the store
-    petlbench mini                         the offline mini-benchmark (all methods, generated data, CPU)
-    petlbench sweep FILE                   run a sweep (methods x tasks x seeds ...), skipping finished runs
+    petlbench sweep NAME|FILE              run a sweep (methods x tasks x seeds ...), skipping finished runs
+    petlbench sweeps                       list the shipped sweeps (petlbench sweep vtab1k runs one by name)
     petlbench table / plot                 regenerate every table / plot from the result store alone
     petlbench bench [--backbone NAME] ...  the efficiency table (params, GMACs, latency, memory; merged vs not)
     petlbench bench-train ...              training images/s of each method vs full fine-tuning
-    petlbench estimate-vtab ...            a whole VTAB-1k run's time from measured per-step/per-image costs
+    petlbench <command> ...                commands benchmark families add (`petlbench --help` lists them)
     petlbench check-data --task T --data-root R   read every list of a task, open every file, check sizes
 """
 from __future__ import annotations
@@ -247,6 +247,7 @@ def _store_and_out(args: argparse.Namespace):
 
 def cmd_run(args: argparse.Namespace) -> int:
     from .config import parse_overrides
+    from .benchmark import of as benchmark_of
     from .run import execute, resolve
     from .task import TASKS
 
@@ -255,10 +256,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         _print_resolved(spec)
         return 0
     data_root = args.data_root
-    if spec.task.benchmark == "mini" and data_root is None:
-        from .tasks.mini import generate
-
-        data_root = generate()
+    prepare = benchmark_of(spec.task).prepare_data
+    if data_root is None and prepare is not None:  # a benchmark that makes its own data (generated)
+        data_root = prepare(None)
     if data_root is None:
         raise ConfigError(f"task {args.task!r} needs --data-root (the folder that holds "
                           f"{TASKS.get(args.task).name.split('/', 1)[1]}/)")
@@ -281,24 +281,37 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_mini(args: argparse.Namespace) -> int:
-    from .mini import run_mini
+class CommandUI:
+    """What a benchmark's own command (`benchmark.Command`) uses to talk to a person: this module decides how."""
 
-    store, out = _store_and_out(args)
-    bar = _Bar(not args.quiet)
-    try:
-        paths, failed = run_mini(store, out, args.results, quick=args.quick, data_root=args.data_root,
-                                 progress=lambda stage, d, t: bar(stage, d, t))
-    finally:
-        bar.close()
-    md = os.path.join(args.results, "mini", "mini.md")
-    if not args.quiet:
-        with open(md, encoding="utf-8") as f:
-            print(f.read())
-    print("wrote " + ", ".join(paths))
-    for line in failed:
-        print(f"failed: {line}", file=sys.stderr)
-    return 1 if failed else 0
+    def __init__(self, args: argparse.Namespace):
+        self.args = args
+        self.progress = _Bar(not getattr(args, "quiet", False))
+
+    def store(self):
+        from .store import ResultStore
+
+        return ResultStore(self.args.store)
+
+    def check_device(self, device: str) -> None:
+        _check_device(device)
+
+    def close(self) -> None:
+        self.progress.close()
+
+    def say(self, text: str) -> None:
+        print(text)
+
+    def warn(self, text: str) -> None:
+        print(text, file=sys.stderr)
+
+
+def cmd_sweeps(args: argparse.Namespace) -> int:
+    from .sweep import shipped_sweeps
+
+    for name, path in shipped_sweeps().items():
+        print(f"{name:<20} {path}")
+    return 0
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
@@ -399,37 +412,6 @@ def cmd_bench_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_estimate_vtab(args: argparse.Namespace) -> int:
-    import json
-
-    from .api import get_method
-    from .measure import environment, vtab_time_estimate
-
-    get_method(args.method)
-    _check_device(args.device)
-    bar = _Bar(not args.quiet)
-    try:
-        est = vtab_time_estimate(args.method, args.device, args.amp, args.batch_size, args.eval_batch_size,
-                                 steps=args.steps, decode_workers=args.decode_workers, progress=bar)
-    finally:
-        bar.close()
-    est["environment"] = environment(args.device, args.amp)
-    est["command"] = "petlbench " + " ".join(shlex.quote(a) for a in args.argv)
-    os.makedirs(args.out, exist_ok=True)
-    path = os.path.join(args.out, f"vtab_estimate_{args.method}_{args.device.replace(':', '')}.json")
-    from .report import write_text
-
-    write_text(path, json.dumps(est, indent=1) + "\n")
-    t = est["totals_s"]
-    print(f"VTAB-1k, {args.method}, {args.device} amp={args.amp}: train step (batch {args.batch_size}) "
-          f"{est['train_step_s'] * 1e3:.0f} ms, eval {est['eval_s_per_image'] * 1e3:.2f} ms/image, decode "
-          f"{min(est['decode_s_per_image'].values()) * 1e3:.2f}-{max(est['decode_s_per_image'].values()) * 1e3:.2f} "
-          f"ms/image on {args.decode_workers} workers")
-    print(f"estimate: decode {t['decode_s'] / 60:.1f} min + train {t['train_s'] / 60:.1f} min + test evaluations "
-          f"{t['eval_s'] / 60:.1f} min = {est['total_minutes']:.1f} min  ({path})")
-    return 0
-
-
 def cmd_check_data(args: argparse.Namespace) -> int:
     """One summary line per split, then the first bad files of each (file:line); exit 1 if anything is wrong."""
     from .check import check_tasks, tasks_of
@@ -470,6 +452,9 @@ def build_parser() -> argparse.ArgumentParser:
     # (this module is the only place that parses argv or prints)
     p = argparse.ArgumentParser(prog="petlbench", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    from . import __version__
+
+    p.add_argument("--version", action="version", version=f"petlbench {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
     m = sub.add_parser("methods", help="list registered methods")
     m.set_defaults(func=cmd_methods)
@@ -493,14 +478,19 @@ def build_parser() -> argparse.ArgumentParser:
                         "amp=bf16, compile=true) or method options (scale=0.1 or method.scale=0.1)")
     _add_store_args(r)
     r.set_defaults(func=cmd_run)
-    mi = sub.add_parser("mini", help="the offline mini-benchmark: all methods on generated data, table + plot")
-    mi.add_argument("--results", default="results", help="results folder; the table goes to <results>/mini/")
-    mi.add_argument("--data-root", default=None, help="where to generate the data (default: ~/.cache/petlbench/mini)")
-    mi.add_argument("--quick", action="store_true", help="2 epochs per run: a smoke test, not a result")
-    _add_store_args(mi)
-    mi.set_defaults(func=cmd_mini)
+    from .benchmark import BENCHMARKS
+
+    for bench in (BENCHMARKS.get(n) for n in BENCHMARKS.names()):  # commands a benchmark family adds
+        for c in bench.commands:
+            cp = sub.add_parser(c.name, help=c.help)
+            c.configure(cp)
+            if c.uses_store:
+                _add_store_args(cp)
+            elif not any(a.dest == "quiet" for a in cp._actions):
+                cp.add_argument("--quiet", action="store_true", help="no progress bars")
+            cp.set_defaults(func=lambda args, c=c: c.run(args, CommandUI(args)))
     sw = sub.add_parser("sweep", help="run a sweep file's runs that the store lacks (resumable; see petlbench/sweep.py)")
-    sw.add_argument("file", help="sweep YAML, e.g. scripts/sweeps/vtab1k.yaml")
+    sw.add_argument("file", help="a shipped sweep's name (see `petlbench sweeps`), e.g. vtab1k, or a sweep YAML file")
     sw.add_argument("--data-root", default=None, help="folder holding the dataset folders (mini: generated)")
     sw.add_argument("--retry-failed", action="store_true", help="rerun runs recorded as failed")
     sw.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -516,6 +506,7 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--wait", action="store_true", default=None, help="slurm: wait for the jobs and summarise")
     _add_store_args(sw)
     sw.set_defaults(func=cmd_sweep)
+    sub.add_parser("sweeps", help="list the shipped sweeps, by name and file").set_defaults(func=cmd_sweeps)
     for name, func, what in (("table", cmd_table, "every table (Markdown, LaTeX, CSV) from the result store"),
                              ("plot", cmd_plot, "every plot (PNG, PDF) from the result store")):
         tp = sub.add_parser(name, help=what)
@@ -554,17 +545,6 @@ def build_parser() -> argparse.ArgumentParser:
     bt.add_argument("--out", default=os.path.join("results", "efficiency"))
     bt.add_argument("--quiet", action="store_true")
     bt.set_defaults(func=cmd_bench_train)
-    ev = sub.add_parser("estimate-vtab", help="estimate a whole VTAB-1k run from measured per-step/image costs")
-    ev.add_argument("--method", default="repadapter")
-    ev.add_argument("--device", default="cpu")
-    ev.add_argument("--amp", choices=["auto", "bf16", "fp16", "off"], default="auto")
-    ev.add_argument("--batch-size", type=int, default=64)
-    ev.add_argument("--eval-batch-size", type=int, default=256)
-    ev.add_argument("--steps", type=int, default=3)
-    ev.add_argument("--decode-workers", type=int, default=8, help="decode processes assumed (default: 8)")
-    ev.add_argument("--out", default=os.path.join("results", "efficiency"))
-    ev.add_argument("--quiet", action="store_true")
-    ev.set_defaults(func=cmd_estimate_vtab)
     cd = sub.add_parser("check-data", help="read every list of a task's splits, open every file, check sizes")
     which = cd.add_mutually_exclusive_group(required=True)
     which.add_argument("--task", help="e.g. vtab/cifar (see `petlbench tasks`)")

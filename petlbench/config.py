@@ -104,3 +104,20 @@ def parse_overrides(items: list[str], where: str = "override") -> dict[str, Any]
 
 def config_to_dict(cfg: Any) -> dict[str, Any]:
     return dataclasses.asdict(cfg)
+
+
+def added_later(default: Any, **kwargs: Any) -> Any:
+    """A dataclass field added after records were first written: its value enters a config's hash only when it
+    differs from `default`, so every record written before the field existed keeps its hash (and is still found
+    in the store, not rerun). `hashed_view` applies it."""
+    return dataclasses.field(default=default, metadata={"added_later": True}, **kwargs)
+
+
+def hashed_view(cfg: Any) -> dict[str, Any]:
+    """`dataclasses.asdict(cfg)` without the `added_later` fields that hold their default: what a config
+    contributes to a run's hash."""
+    out = dataclasses.asdict(cfg)
+    for f in dataclasses.fields(cfg):
+        if f.metadata.get("added_later") and out.get(f.name) == f.default:
+            out.pop(f.name, None)
+    return out

@@ -10,7 +10,8 @@ from __future__ import annotations
 import atexit
 import contextlib
 import os
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -120,3 +121,52 @@ def broadcast_object(obj: Any) -> Any:
     box = [obj]
     dist.broadcast_object_list(box, src=0)
     return box[0]
+
+
+class DataParallel:
+    """The model as every rank trains it, and what a step over sharded batches needs, in one place: with a
+    process group, `net` is DistributedDataParallel around `model` (it all-reduces only parameters with
+    requires_grad, so frozen backbone weights cost no communication); in one process `net` is `model` and every
+    method below is the one-process identity.
+
+    Each rank holds a shard of every batch (TensorBatches: a slice that may be empty). `joins(n)`: whether a rank
+    with n samples runs the micro-batch (under DDP every rank joins every backward, which carries the all-reduce);
+    `pad` gives an empty shard two zero images (two: Mixup pairs samples; not zero: flash attention refuses a batch
+    of 0), weighed 0 by `mean_loss`; `reduction` and `mean_loss` make the gradient DDP averages the gradient of the
+    mean loss over all ranks' samples (uneven shards included); `sync(step)`: micro-batch gradients stay local
+    until the one all-reduce before the optimizer step."""
+
+    def __init__(self, model: torch.nn.Module, device: torch.device):
+        self.ddp, self.world = is_distributed(), world_size()
+        self.net = model
+        if self.ddp:
+            from torch.nn.parallel import DistributedDataParallel
+
+            self.net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        self.reduction = "sum" if self.ddp else "mean"  # what `mean_loss` takes
+
+    def joins(self, n_local: int) -> bool:
+        return n_local > 0 or self.ddp
+
+    def pad(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.ddp and not len(x):
+            return x.new_zeros((2, *x.shape[1:])), y.new_zeros((2, *y.shape[1:]))
+        return x, y
+
+    def sync(self, step: bool):
+        return self.net.no_sync() if self.ddp and not step else contextlib.nullcontext()
+
+    def mean_loss(self, loss: torch.Tensor, n_local: int) -> tuple[torch.Tensor, float, int]:
+        """(the loss to backpropagate, the micro-batch's mean loss over all ranks, its samples over all ranks)
+        for `loss` of this rank's `n_local` samples (reduced with `reduction`). Every rank gets the same mean."""
+        if not self.ddp:
+            return loss, loss.item(), n_local
+        # `loss` sums this rank's samples; scaled by world / n, DDP's average of the ranks' gradients is the
+        # gradient of the mean over all ranks' samples.
+        loss = loss if n_local else loss * 0.0
+        total, n = all_reduce_sum(loss.detach(), n_local)
+        return loss * (self.world / max(n, 1)), total / max(n, 1), n
+
+    def total(self, count: int) -> int:
+        """The sum of a per-rank count over all ranks."""
+        return int(all_reduce_sum(count)[0]) if self.ddp else count

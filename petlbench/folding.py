@@ -5,8 +5,9 @@ f(x) = W x + b (Linear), or its per-output-channel relatives (1x1/kxk Conv2d, La
 
   fold_input_affine   f(M x + c)       = (W M) x + (W c + b)                 RepAdapter (x' = x + s B A x + ...)
   fold_output_affine  s * f(x) + t     = (diag(s) W) x + (s * b + t)         SSF after Linear / Conv2d / LayerNorm
-  add_weight_delta    f(x) + D x       = (W + D) x + b                       LoRA (D = alpha/r * B A)
+  add_weight_delta    f(x) + D x + e   = (W + D) x + (b + e)                 LoRA (D = alpha/r * B A, e = 0)
 
+The wrapper forms in `method.py` (InputAffine, OutputAffine, WeightDelta) call these; a method never does.
 Each returns a new layer of the same type as the input (so a merged model is a plain backbone). The
 arithmetic runs in float64 and is cast back to the layer's dtype, so merging adds no rounding of its own
 beyond that final cast.
@@ -143,14 +144,18 @@ def fold_output_affine(layer: nn.Module, scale: Tensor | None = None, shift: Ten
     return _new_like(layer, W_new, b_new)
 
 
-def add_weight_delta(layer: nn.Module, delta: Tensor) -> nn.Module:
-    """A Linear g with g(x) == layer(x) + delta @ x. `delta` has the weight's shape (out, in); for an
-    nn.MultiheadAttention, the shape of its fused in_proj_weight (3d, d)."""
+def add_weight_delta(layer: nn.Module, delta: Tensor, bias_delta: Tensor | None = None) -> nn.Module:
+    """A Linear g with g(x) == layer(x) + delta @ x + bias_delta. `delta` has the weight's shape (out, in),
+    `bias_delta` (out,); for an nn.MultiheadAttention, those of its fused in_proj (3d, d) and (3d,)."""
     if isinstance(layer, nn.MultiheadAttention):
-        return _mha_with(layer, add_weight_delta(_mha_as_linear(layer), delta))
+        return _mha_with(layer, add_weight_delta(_mha_as_linear(layer), delta, bias_delta))
     if not isinstance(layer, nn.Linear):
         raise MergeError(f"add_weight_delta needs an nn.Linear, got {type(layer).__name__}")
     if delta.shape != layer.weight.shape:
         raise MergeError(f"weight delta of shape {tuple(delta.shape)} does not fit {tuple(layer.weight.shape)}")
     bias = layer.bias.detach() if layer.bias is not None else None
+    if bias_delta is not None:
+        if bias_delta.shape != (layer.out_features,):
+            raise MergeError(f"bias delta of shape {tuple(bias_delta.shape)} does not fit {layer.out_features} outputs")
+        bias = _f64(bias_delta) if bias is None else _f64(bias) + _f64(bias_delta)
     return _new_like(layer, _f64(layer.weight) + _f64(delta), bias)  # type: ignore[return-value]

@@ -339,15 +339,15 @@ def decode_seconds_per_image(width: int, height: int, out_size: int = 224, n: in
     return (time.perf_counter() - t0) / n
 
 
-def vtab_time_estimate(method: str = "repadapter", device: str = "cpu", amp: str = "auto",
-                       batch_size: int = 64, eval_batch_size: int = 256, steps: int = 3, decode_workers: int = 8,
-                       backbone: str = "vit_base_patch16_224", progress: Progress = _noop) -> dict:
-    """Estimated wall time of a whole VTAB-1k run of one method (19 datasets x 100 epochs on 1,000 images, a
-    test evaluation every 10 epochs, each image decoded once) from measured per-step, per-image-evaluation and
-    per-image-decode costs on `device`, with synthetic data of VTAB-1k's sizes (tasks/protocols/vtab1k.csv)."""
-    import csv
-    import os
-
+def time_estimate(datasets: list[dict], method: str = "repadapter", device: str = "cpu", amp: str = "auto",
+                  batch_size: int = 64, eval_batch_size: int = 256, steps: int = 3, decode_workers: int = 8,
+                  backbone: str = "vit_base_patch16_224", epochs: int = 100, evaluations: int = 10,
+                  progress: Progress = _noop) -> dict:
+    """Estimated wall time of a whole benchmark run of one method from measured per-step, per-image-evaluation
+    and per-image-decode costs on `device`, with synthetic data of the benchmark's sizes. `datasets`: one dict
+    per dataset with "name", "train_images", "test_images" and "typical_source_size" ("WxH" of its source
+    images); each trains `epochs` epochs, evaluates the test split `evaluations` times and decodes each image
+    once."""
     from .api import create_model
 
     dev = torch.device(device)
@@ -367,25 +367,18 @@ def vtab_time_estimate(method: str = "repadapter", device: str = "cpu", amp: str
         _sync(dev)
     t_eval_img = (time.perf_counter() - t0) / steps / eval_batch_size
     progress("estimate", 2, 3)
-    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    csv_path = os.path.join(here, "tasks", "protocols", "vtab1k.csv")
-    if not os.path.isfile(csv_path):  # installed, not editable
-        import petlbench.tasks as tasks_pkg
-
-        csv_path = os.path.join(os.path.dirname(tasks_pkg.__file__), "protocols", "vtab1k.csv")
-    with open(csv_path, newline="") as f:
-        rows = list(csv.DictReader(f))
     decode_cache: dict[str, float] = {}
     per = []
-    for r in rows:
+    for r in datasets:
         size = r["typical_source_size"]
         if size not in decode_cache:
             w, h = (int(v) for v in size.split("x"))
             decode_cache[size] = decode_seconds_per_image(w, h)
-        n_test = int(r["test_images"])
-        steps_total = 100 * math.ceil(1000 / batch_size)
-        per.append({"dataset": r["name"], "test_images": n_test, "decode_s": (1000 + n_test) * decode_cache[size] / decode_workers,
-                    "train_s": steps_total * t_step, "eval_s": 10 * n_test * t_eval_img})
+        n_train, n_test = int(r["train_images"]), int(r["test_images"])
+        steps_total = epochs * math.ceil(n_train / batch_size)
+        per.append({"dataset": r["name"], "test_images": n_test,
+                    "decode_s": (n_train + n_test) * decode_cache[size] / decode_workers,
+                    "train_s": steps_total * t_step, "eval_s": evaluations * n_test * t_eval_img})
     progress("estimate", 3, 3)
     total = {k: sum(p[k] for p in per) for k in ("decode_s", "train_s", "eval_s")}
     return {"method": method, "backbone": backbone, "device": device, "amp": amp, "batch_size": batch_size,

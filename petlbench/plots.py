@@ -1,5 +1,5 @@
-"""Plots from `tables.Table`s and efficiency CSVs, as PNG and PDF: accuracy vs trainable parameters, few-shot
-curves, latency vs batch size (merged and unmerged). Measured points are filled, published ones hollow and grey,
+"""Plots from `tables.Table`s and efficiency CSVs, as PNG and PDF: accuracy vs trainable parameters, latency vs
+batch size (merged and unmerged); a benchmark draws its own others (`Benchmark.plots`) with `pyplot` and `save`. Measured points are filled, published ones hollow and grey,
 so the two never read as one series."""
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ from .tables import Cell, Table
 PUBLISHED_STYLE = {"marker": "s", "facecolors": "none", "edgecolors": "0.45"}
 
 
-def _plt():
+def pyplot():
+    """matplotlib.pyplot on the Agg backend (files only, no display)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -32,7 +33,7 @@ def save(fig, stem: str) -> list[str]:
             tmp, format=ext, dpi=150 if ext == "png" else None,
             metadata={"CreationDate": None} if ext == "pdf" else None))
         paths.append(path)
-    _plt().close(fig)
+    pyplot().close(fig)
     return paths
 
 
@@ -40,7 +41,7 @@ def accuracy_vs_params(table: Table, stem: str, key: str | None = None, metric: 
     """One point per row: x = trainable parameters (paper convention, head excluded; log scale), y = column `key`,
     by default the average the table leads with (average of group means where there are groups, else the plain
     mean)."""
-    plt = _plt()
+    plt = pyplot()
     if key is None:
         key = "mean:groups" if any(c.key == "mean:groups" for c in table.columns) else "mean:all"
     ylabel = next(c.header for c in table.columns if c.key == key)
@@ -80,50 +81,9 @@ def accuracy_vs_params(table: Table, stem: str, key: str | None = None, metric: 
     return save(fig, stem)
 
 
-def fewshot_curves(table: Table, stem: str) -> list[str]:
-    """Top-1 vs shots, one panel per dataset (and the average), a line per method; published dashed, hollow."""
-    plt = _plt()
-    sections = list(dict.fromkeys(r.section for r in table.rows))
-    n = max(1, len(sections))
-    cols = min(3, n)
-    fig, axes = plt.subplots(math.ceil(n / cols), cols, figsize=(4.0 * cols, 3.2 * math.ceil(n / cols)),
-                             squeeze=False)
-    shots = [int(c.key.split(":")[1]) for c in table.columns]
-    colors: dict[str, tuple] = {}  # one colour per method, measured and published alike
-    for ax, section in zip(axes.flat, sections):
-        for r in (r for r in table.rows if r.section == section and r.source != "delta"):
-            name = r.label.removesuffix(" (published)")
-            color = colors.setdefault(name, plt.get_cmap("tab20")(len(colors) % 20))
-            xs = [k for k, c in zip(shots, table.columns) if not r.cells.get(c.key, Cell()).missing]
-            ys = [r.cells[c.key].mean for c in table.columns if not r.cells.get(c.key, Cell()).missing]
-            if not xs:
-                continue
-            if r.source == "ours":
-                err = [r.cells[c.key].std or 0 for c in table.columns if not r.cells.get(c.key, Cell()).missing]
-                ax.errorbar(xs, ys, yerr=err, color=color, marker="o", ms=4, capsize=2, label=r.label)
-            else:
-                ax.plot(xs, ys, ls="--", marker="s", mfc="none", color=color, alpha=0.7, label=r.label)
-        ax.set_xscale("log", base=2)
-        ax.set_xticks(shots, [str(k) for k in shots])
-        ax.set_title(section.replace("_", " "), fontsize=9)
-        ax.set_xlabel("training images per class (shots)")
-        ax.set_ylabel("top-1 (%)")
-        ax.grid(alpha=0.3)
-    for ax in list(axes.flat)[len(sections):]:
-        ax.axis("off")
-    handles, labels = axes.flat[0].get_legend_handles_labels()
-    if handles:
-        fig.legend(handles, labels, fontsize=7, loc="lower center", ncol=min(4, len(labels)),
-                   bbox_to_anchor=(0.5, 0.0))
-    fig.suptitle(table.title + "  (solid: measured, mean +- std over seeds; dashed: published)", fontsize=9)
-    # fixed margins: tight_layout measures every tick label of every panel, seconds with many curves
-    fig.subplots_adjust(left=0.07, right=0.98, bottom=0.2, top=0.9, wspace=0.28, hspace=0.45)
-    return save(fig, stem)
-
-
 def latency_vs_batch(df, meta: dict, stem: str) -> list[str]:
     """Latency per image (ms) vs batch size, one line per method and form (merged dashed), plain in black."""
-    plt = _plt()
+    plt = pyplot()
     bss = sorted(int(c.removeprefix("latency_ms_bs")) for c in df.columns if c.startswith("latency_ms_bs"))
     fig, ax = plt.subplots(figsize=(6.4, 4.4))
     cmap = plt.get_cmap("tab20")

@@ -183,70 +183,22 @@ def write_efficiency(df, meta: dict, out_dir: str, stem: str) -> dict[str, str]:
 
 
 # --- the whole suite, from the store ------------------------------------------------------------------------
-MINI_NOTES = [
-    "Offline mini-benchmark: backbone `petlbench_vit_mini` (32 px ViT, 0.67M parameters) pretrained by "
-    "scripts/pretrain_mini.py on a procedural upstream task, or randomly initialised (*random init*), on "
-    "generated data. An end-to-end check, not VTAB-1k: it says nothing about accuracy on real benchmarks.",
-]
-
-
-VIDEO_BACKBONE = "videomae_vit_base_patch16_224"
-
-
-def _add_latency(table: Table, eff_csv: str) -> None:
-    """A latency column (batch 1) for the rows whose method the efficiency CSV has: the merged model where the
-    method merges (what ships), else the unmerged one."""
-    import pandas as pd
-
-    from .tables import Cell, Column
-
-    if not os.path.isfile(eff_csv):
-        table.notes.append(f"Latency: run `petlbench bench --backbone {VIDEO_BACKBONE} --cfg repadapter.dim=2` "
-                           "to add it (not measured yet).")
-        return
-    df = pd.read_csv(eff_csv)
-    if "latency_ms_bs1" not in df:
-        return
-    ms = {}
-    for r in df.to_dict("records"):
-        if r["form"] == "merged" or r["method"] not in ms:
-            ms[r["method"]] = r["latency_ms_bs1"]
-    table.columns.append(Column("latency", "Latency bs1 (ms)", "Efficiency", 0))
-    for row in table.rows:
-        # the bench builds each method with its defaults: VPT is deep there, RepAdapter both-sided
-        method = {"vpt_deep": "vpt"}.get(row.key, row.key) if row.source == "ours" else ""
-        if method in ms:
-            row.cells["latency"] = Cell(ms[method])
-    table.notes.append(f"Latency: one 8-frame clip, from {eff_csv} (merged model where the method merges; "
-                       "the machine is named there).")
-
-
 def suite_tables(frame, search: tuple[str, ...] = (), reference_dir: str | None = None,
                  results_dir: str | None = None) -> list[tuple[str, Table]]:
-    """(results subfolder, Table) for every benchmark in `frame`; VTAB-1k always (published rows alone when
-    nothing is measured yet)."""
+    """(results subfolder, Table) for every benchmark in `frame`, and for every registered benchmark that is
+    `always` shown (published rows alone when nothing is measured yet), in the benchmarks' `order`. Each
+    benchmark builds its own tables (`Benchmark.tables`) or gets the default grouped table."""
     from . import tables as T
+    from .benchmark import BENCHMARKS, get
 
     ref = reference_dir or T.REFERENCE_DIR
     present = set(frame["benchmark"]) if not frame.empty else set()
-    out = [("vtab", T.grouped_table(frame, "vtab", "vtab1k", "VTAB-1k (ViT-B/16): top-1 (%)", search, ref))]
-    if "fewshot" in present:
-        out.append(("fewshot", T.fewshot_table(frame, search, ref)))
-    if "domain" in present:
-        out.append(("domain", T.domain_table(frame, search)))
-    if "seg" in present:
-        out.append(("seg", T.seg_table(frame, search, ref)))
-    for b in sorted(present - {"vtab", "fewshot", "domain", "seg"}):
-        metric = frame.loc[frame["benchmark"] == b, "metric"].dropna()
-        title = ("Offline mini-benchmark: top-1 (%)" if b == "mini" else
-                 f"{b}: {metric.iloc[0] if len(metric) else 'top1'}")
-        t = T.grouped_table(frame, b, b, title, search, ref, with_published=b != "mini",
-                            only_measured_datasets=b not in ("mini",))
-        if b == "mini":
-            t.notes = MINI_NOTES + t.notes
-        if b == "video" and results_dir:
-            _add_latency(t, os.path.join(results_dir, "efficiency", f"{VIDEO_BACKBONE}.csv"))
-        out.append((b, t))
+    names = present | {n for n in BENCHMARKS.names() if BENCHMARKS.get(n).always}
+    out = []
+    for bench in sorted((get(n) for n in names), key=lambda b: (b.order, b.name)):
+        made = (bench.tables(bench, frame, search, ref, results_dir) if bench.tables is not None else
+                [T.grouped_table(frame, bench, search, ref)])
+        out += [(bench.name, t) for t in made]
     return out
 
 
@@ -294,22 +246,20 @@ def write_tables(frame, results_dir: str, search: tuple[str, ...] = (), referenc
 
 def write_plots(frame, results_dir: str, search: tuple[str, ...] = (), reference_dir: str | None = None,
                 only: tuple[str, ...] = ()) -> list[str]:
-    """Accuracy vs parameters per benchmark, few-shot curves, latency vs batch size per efficiency run."""
+    """Each benchmark's plots (`Benchmark.plots`; default accuracy vs parameters), latency vs batch size per
+    efficiency run."""
     from . import plots
+
+    from .benchmark import get
 
     paths = []
     for sub, table in suite_tables(frame, search, reference_dir):
         if only and sub not in only:
             continue
         out = os.path.join(results_dir, sub)
-        if sub == "fewshot":
-            paths += plots.fewshot_curves(table, os.path.join(out, "fewshot_curves"))
-        elif sub == "seg":  # one plot per measured setting (decode head + backbone): mIoU vs parameters
-            for col in (c for c in table.columns if c.group == "Measured here"):
-                paths += plots.accuracy_vs_params(table, os.path.join(out, f"seg_{col.key}_miou_vs_params"),
-                                                  key=col.key, metric="mIoU (%)")
-        elif sub != "domain":
-            paths += plots.accuracy_vs_params(table, os.path.join(out, f"{table.name}_accuracy_vs_params"))
+        draw = get(sub).plots
+        paths += (draw(table, out) if draw is not None else
+                  plots.accuracy_vs_params(table, os.path.join(out, f"{table.name}_accuracy_vs_params")))
     if only and "efficiency" not in only:
         return paths
     for stem, df, meta in efficiency_sources(os.path.join(results_dir, "efficiency")):

@@ -1,15 +1,16 @@
-"""Sweeps: a YAML file expands to runs (tasks x methods x seeds, x shots for few-shot, x searched options), and
+"""Sweeps: a YAML file expands to runs (tasks x methods x seeds, x a benchmark's own axes, x searched options), and
 every run whose finished record is already in the store is skipped, so a sweep killed at any moment (kill -9
 included) is finished by starting it again: records are written atomically under their config hash (never
 duplicated, never half-written), and a run cut short resumes from its last evaluation.
 
-    # scripts/sweeps/vtab1k.yaml
+    # tasks/sweeps/vtab1k.yaml (shipped: `petlbench sweep vtab1k`)
     tasks: [vtab/*]                      # fnmatch patterns over `petlbench tasks`
     methods: [repadapter, lora, {name: vpt, deep: false}]   # a mapping sets method options
     seeds: [42]
     search: {scale: [0.1, 0.5, 1, 5, 10]}   # every value, for the methods that have the option
     overrides: {epochs: 100}             # protocol / execution keys, as `petlbench run KEY=VALUE`
-    shots: [1, 2, 4, 8, 16]              # few-shot tasks only: NOAH's k-shot list of split seed = seed
+    shots: [1, 2, 4, 8, 16]              # an axis of the few-shot benchmark (`Benchmark.sweep_axes`): its
+                                         # tasks only, the k-shot list of split seed = seed
 
 A failed run (an exception, a non-finite loss, bad data: a list line, a label out of range, an empty list) is
 recorded with status "failed" and its reason; the sweep goes on, its summary counts failures by reason, and the
@@ -40,7 +41,18 @@ from .store import ResultStore
 
 log = logging.getLogger(__name__)
 
-SWEEP_KEYS = {"name", "tasks", "methods", "seeds", "shots", "search", "overrides"}
+BASE_KEYS = {"name", "tasks", "methods", "seeds", "search", "overrides"}
+
+
+def sweep_axes() -> dict[str, list[str]]:
+    """Axis name -> the benchmarks that declare it (`Benchmark.sweep_axes`): sweep keys beyond BASE_KEYS."""
+    from .benchmark import BENCHMARKS
+
+    out: dict[str, list[str]] = {}
+    for name in BENCHMARKS.names():
+        for axis in BENCHMARKS.get(name).sweep_axes:
+            out.setdefault(axis, []).append(name)
+    return out
 
 
 @dataclass
@@ -85,10 +97,34 @@ class SweepSummary:
         return out
 
 
+def shipped_sweeps() -> dict[str, str]:
+    """The sweep files petlbench ships (tasks/sweeps/*.yaml, package data of petlbench.tasks), name -> path."""
+    from importlib.resources import files
+
+    folder = files("petlbench.tasks") / "sweeps"
+    names = sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
+    return {n[:-len(".yaml")]: str(folder / n) for n in names if n.endswith(".yaml")}
+
+
+def sweep_path(name: str) -> str:
+    """`name` when it is a file or a path; otherwise the shipped sweep of that name (`vtab1k` or `vtab1k.yaml`).
+    ConfigError naming the shipped sweeps for a bare name that is neither."""
+    if os.path.isfile(name) or os.path.dirname(name):
+        return name
+    shipped = shipped_sweeps()
+    stem = name[:-len(".yaml")] if name.endswith(".yaml") else name
+    if stem in shipped:
+        return shipped[stem]
+    raise ConfigError(f"sweep file {name}: no such file, nor a shipped sweep (shipped: {', '.join(shipped)})"
+                      f"{did_you_mean(stem, shipped)}")
+
+
 def load_sweep(path: str) -> dict[str, Any]:
-    """Read and check a sweep file; errors name the file and the key."""
+    """Read and check a sweep file (a path, or the name of a shipped sweep: `sweep_path`); errors name the file
+    and the key."""
     import yaml
 
+    path = sweep_path(path)
     try:
         with open(path, "rb") as f:
             raw = f.read()
@@ -104,19 +140,21 @@ def load_sweep(path: str) -> dict[str, Any]:
         mark = getattr(e, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
         raise ConfigError(f"sweep file {path}{where}: not valid YAML ({getattr(e, 'problem', e)})") from None
+    axes = sweep_axes()
+    keys = sorted(BASE_KEYS | set(axes))
     if not isinstance(spec, dict):
-        raise ConfigError(f"sweep file {path}: expected a mapping with keys {', '.join(sorted(SWEEP_KEYS))}")
+        raise ConfigError(f"sweep file {path}: expected a mapping with keys {', '.join(keys)}")
     for key in spec:
-        if key not in SWEEP_KEYS:
-            raise ConfigError(f"sweep file {path}: unknown key {key!r}; accepted: {', '.join(sorted(SWEEP_KEYS))}"
-                              f"{did_you_mean(key, sorted(SWEEP_KEYS))}")
+        if key not in keys:
+            raise ConfigError(f"sweep file {path}: unknown key {key!r}; accepted: {', '.join(keys)}"
+                              f"{did_you_mean(key, keys)}")
     for key in ("tasks", "methods"):
         if not isinstance(spec.get(key), list) or not spec[key]:
             raise ConfigError(f"sweep file {path}: {key!r} must be a non-empty list")
     for key in ("search", "overrides"):
         if not isinstance(spec.get(key, {}), dict):
             raise ConfigError(f"sweep file {path}: {key!r} must be a mapping")
-    for key in ("seeds", "shots"):
+    for key in ("seeds", *axes):
         if key in spec and spec[key] is not None:
             spec[key] = _integers(spec[key], key, path)
     return spec
@@ -136,8 +174,9 @@ def _integers(value: Any, key: str, path: str) -> list[int]:
 
 def expand(spec: dict[str, Any], path: str = "<sweep>") -> list[PlannedRun]:
     """Every run of a sweep, each checked by `run.resolve` (unknown names and keys fail here, before any run)."""
+    from .benchmark import of as benchmark_of
     from .method import METHODS
-    from .run import resolve
+    from .spec import resolve
     from .task import TASKS
 
     names = [n for n in TASKS.names() if not TASKS.get(n).eval_only]
@@ -162,25 +201,24 @@ def expand(spec: dict[str, Any], path: str = "<sweep>") -> list[PlannedRun]:
             raise ConfigError(f"sweep file {path}: methods[{i}]: unknown method {methods[-1][0]!r}; known: "
                               f"{', '.join(METHODS.names())}{did_you_mean(methods[-1][0], METHODS.names())}")
     seeds = spec.get("seeds") if spec.get("seeds") is not None else [None]
-    shots = spec.get("shots") if spec.get("shots") is not None else [None]
     search = {k: (v if isinstance(v, list) else [v]) for k, v in (spec.get("search") or {}).items()}
     overrides = dict(spec.get("overrides") or {})
     anywhere = _method_keys_anywhere()
     runs: list[PlannedRun] = []
     for task in tasks:
-        fewshot = TASKS.get(task).benchmark == "fewshot"
-        for (method, opts), seed, shot in itertools.product(methods, seeds, shots if fewshot else [None]):
+        # the task's benchmark's own axes that the file sets (few-shot: shots), as lists of override sets
+        own = benchmark_of(TASKS.get(task)).sweep_axes
+        axes = [(own[k], spec[k]) for k in own if spec.get(k) is not None]
+        for (method, opts), seed in itertools.product(methods, seeds):
             fields = {f.name for f in dataclasses.fields(METHODS.get(method).config_cls)}
             keys = [k for k in search if k in fields or k not in anywhere]
-            for values in itertools.product(*(search[k] for k in keys)):
+            for points, values in itertools.product(itertools.product(*(vals for _, vals in axes)),
+                                                    itertools.product(*(search[k] for k in keys))):
                 over = {**overrides, **opts, **dict(zip(keys, values))}
                 if seed is not None:
                     over["seed"] = seed
-                if shot is not None:
-                    from .tasks.fewshot import fewshot_split
-
-                    split = fewshot_split(int(shot), int(seed if seed is not None else 0))
-                    over.update(train_split=split, clean_train_split=split)
+                for (axis, _), point in zip(axes, points):
+                    over.update(axis(point, seed))
                 try:
                     resolved = resolve(task, method, over)
                 except PETLBenchError as e:

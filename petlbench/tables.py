@@ -29,19 +29,8 @@ log = logging.getLogger(__name__)
 
 REFERENCE_DIR = os.path.join(os.path.dirname(__file__), "reference")
 
-# Method key (a registered name, or name_variant) -> the name papers print.
-DISPLAY = {"repadapter": "RepAdapter", "repadapter_attn": "RepAdapter_attn", "lora": "LoRA", "adapter": "Adapter",
-           "adaptformer": "AdaptFormer", "vpt_deep": "VPT-Deep", "vpt_shallow": "VPT-Shallow", "bitfit": "BitFit",
-           "ssf": "SSF", "full": "Full fine-tuning", "linear": "Linear probing", "noah": "NOAH",
-           "fact_tk": "FacT-TK", "glora": "GLoRA", "vpt": "VPT"}
-VTAB_GROUPS = ("Natural", "Specialized", "Structured")
-VTAB_ORDER_GROUPS = ("Natural",) * 7 + ("Specialized",) * 4 + ("Structured",) * 8  # the papers' 19 columns
-DG_TARGETS = ("domain/imagenet_v2", "domain/imagenet_sketch", "domain/imagenet_a", "domain/imagenet_r")
-PUBLISHED_ALIASES = {"cifar100": "cifar"}  # published column name -> task dataset name
-SHOTS = (1, 2, 4, 8, 16)
 # Protocol fields that index a record rather than define its variant.
 INDEX_FIELDS = {"seed", "train_split", "clean_train_split"}
-_SHOT_SPLIT = re.compile(r"train_shot(\d+)_seed(\d+)$")
 
 
 # --- one row per record ----------------------------------------------------------------------------------
@@ -49,41 +38,35 @@ def _fmt_value(v: Any) -> str:
     return f"{v:g}" if isinstance(v, float) else str(v)
 
 
-def method_key(method: str, cfg: dict) -> str:
-    """The published-table key of a configuration: vpt -> vpt_deep / vpt_shallow, RepAdapter on the attention
-    side only -> repadapter_attn, a parallel adapter -> adaptformer; otherwise the method name."""
-    if method == "vpt":
-        return "vpt_deep" if cfg.get("deep", True) else "vpt_shallow"
-    if method == "repadapter" and cfg.get("where") == "attn":
-        return "repadapter_attn"
-    if method == "adapter" and cfg.get("style") == "parallel":
-        return "adaptformer"
-    return method
-
-
-_KEY_FIELDS = {"vpt": {"deep"}, "repadapter": {"where"}, "adapter": {"style"}}
-
-
-def variant_fields(method: str, cfg: dict, proto: dict, method_defaults: dict, task_protocol: dict) -> dict:
-    """What makes a run's row: {"key": published-table key, "diffs": {field: value}} where diffs are the method
-    options that differ from the task's defaults for the method and the protocol fields that differ from the
-    task's protocol (seed and training split excluded: they index a row's cells). Stored in every record, so
-    tables need no registry (and no torch) to label rows."""
+def variant_fields(key: str, name: str, key_options: Iterable[str], cfg: dict, proto: dict, method_defaults: dict,
+                   task_protocol: dict) -> dict:
+    """What makes a run's row: {"key": published-table key, "name": the name papers print for it, "diffs":
+    {field: value}} where diffs are the method options that differ from the task's defaults for the method
+    (`key_options`, which select the key, excluded) and the protocol fields that differ from the task's protocol
+    (seed and training split excluded: they index a row's cells). Stored in every record, so tables need no
+    method registry to label rows (`PETLMethod.variant_key` / `variant_name` give `key` and `name`)."""
     diffs = {}
     for k in sorted(cfg):
-        if k not in _KEY_FIELDS.get(method, ()) and k in method_defaults and cfg[k] != method_defaults[k]:
+        if k not in set(key_options) and k in method_defaults and cfg[k] != method_defaults[k]:
             diffs[k] = cfg[k]
     for k in sorted(proto):
         if k not in INDEX_FIELDS and k in task_protocol and proto[k] != task_protocol[k]:
             diffs[k] = proto[k]
-    return {"key": method_key(method, cfg), "diffs": diffs}
+    return {"key": key, "name": name, "diffs": diffs}
 
 
 def _legacy_variant(rec: dict) -> dict:
     """variant_fields for a record written before records carried them (needs the registries: slow import)."""
-    from .run import variant_of_spec
+    from .spec import variant_of_spec
 
     return variant_of_spec(rec["task"], rec["method"], rec.get("method_cfg") or {}, rec.get("protocol") or {})
+
+
+def _variant_name(method: str, key: str) -> str:
+    """The printed name of `key` for a record that predates stored names (asks the method registry)."""
+    from .method import METHODS
+
+    return METHODS.get(method).variant_name(key) if method in METHODS else key
 
 
 def variant_of(rec: dict, search: Iterable[str] = ()) -> tuple[str, str, dict]:
@@ -107,7 +90,8 @@ def variant_of(rec: dict, search: Iterable[str] = ()) -> tuple[str, str, dict]:
     # Mixed precision / compile: never averaged with eager fp32 runs, and visible (the authors trained in fp32,
     # SSF in fp16), but still the published configuration (its delta row is shown).
     numerics = [f"{k}={_fmt_value(val)}" for k, val in sorted((rec.get("numerics") or {}).items())]
-    label = DISPLAY.get(key, key) + (f" [{', '.join(shown + numerics)}]" if shown or numerics else "")
+    label = (v.get("name") or _variant_name(rec["method"], key)) + (
+        f" [{', '.join(shown + numerics)}]" if shown or numerics else "")
     label += f" ({recipe})" if recipe else ""
     return label, (recipe_key(key, recipe) if not shown else ""), searched
 
@@ -143,16 +127,17 @@ def run_frame(records: Iterable[dict], search: Iterable[str] = (), problems=None
 
 
 def _frame_row(r: dict, search: tuple[str, ...]) -> dict:
+    from .benchmark import get
+
     label, key, searched = variant_of(r, search)
     proto = r.get("protocol") or {}
     m = r.get("metrics") or {}
-    split = proto.get("clean_train_split" if proto.get("selection") == "clean" else "train_split", "")
-    shot = _SHOT_SPLIT.match(split or "")
     params = r.get("params") or {}
-    row = {"benchmark": r.get("benchmark", ""), "task": r["task"], "dataset": r["task"].split("/", 1)[-1],
+    bench = r.get("benchmark", "")
+    row = {"benchmark": bench, "task": r["task"], "dataset": r["task"].split("/", 1)[-1],
            "group": r.get("group", ""), "method": r["method"], "variant": label, "key": key,
            "status": r.get("status", ""), "reason": r.get("reason", ""), "seed": r.get("seed"),
-           "shots": int(shot.group(1)) if shot else None, "split_seed": int(shot.group(2)) if shot else None,
+           "train_split": proto.get("clean_train_split" if proto.get("selection") == "clean" else "train_split", ""),
            "value": r.get("value"), "metric": r.get("metric", "top1"),
            "select_score": m.get("val_top1", r.get("value")), "selection": proto.get("selection", ""),
            "params": params.get("trainable"), "params_paper": params.get("paper"),
@@ -160,6 +145,9 @@ def _frame_row(r: dict, search: tuple[str, ...]) -> dict:
            "normalize": proto.get("normalize", ""), "recipe": proto.get("recipe", "") or "",
            "config_hash": r.get("config_hash", ""),
            "searched": ", ".join(f"{k}={_fmt_value(v)}" for k, v in sorted(searched.items()))}
+    fields = get(bench).row_fields if bench else None
+    if fields is not None:  # the benchmark's own columns (few-shot: shots and split seed, from the split name)
+        row.update(fields(r))
     for name, t in (m.get("targets") or {}).items():  # in the source task's order
         row[f"target:{name}"] = t.get("top1") if t.get("status") == "ok" else None
     return row
@@ -180,13 +168,13 @@ def _row_problem(r: dict) -> str | None:
 
 
 def collapse_search(ok, keys: tuple[str, ...]):
-    """Keep, per (variant, task, seed, shots), the record with the best select_score (ties: first hash)."""
+    """Keep, per (variant, task, seed, training split), the record with the best select_score (ties: first
+    hash)."""
     if ok.empty or not keys:
         return ok
-    cols = ["variant", "task", "seed", "shots"]
-    ranked = ok.assign(_s=ok["select_score"].astype(float), _n=ok["shots"].fillna(-1)).sort_values(
+    ranked = ok.assign(_s=ok["select_score"].astype(float), _n=ok["seed"].fillna(-1)).sort_values(
         ["_s", "config_hash"], ascending=[False, True])
-    return ranked.drop_duplicates(subset=cols[:-1] + ["_n"]).drop(columns=["_s", "_n"])
+    return ranked.drop_duplicates(subset=["variant", "task", "_n", "train_split"]).drop(columns=["_s", "_n"])
 
 
 # --- the table model ---------------------------------------------------------------------------------------
@@ -245,7 +233,7 @@ class Table:
         return out
 
 
-def _cell(values) -> Cell:
+def cell_of(values) -> Cell:
     vals = [float(v) for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
     if not vals:
         return Cell()
@@ -254,25 +242,25 @@ def _cell(values) -> Cell:
     return Cell(mean, std, len(vals))
 
 
-def _mean_of(cells: list[Cell]) -> Cell:
+def mean_of(cells: list[Cell]) -> Cell:
     """Mean of cell means; missing when any is missing (never an average of what happens to be there)."""
     if not cells or any(c.missing for c in cells):
         return Cell()
     return Cell(sum(c.mean for c in cells) / len(cells), None, min(c.n for c in cells))
 
 
-def _params_m(sub, paper: bool) -> float | None:
+def params_m(sub, paper: bool) -> float | None:
     col = "params_paper" if paper else "params"
     vals = sub[col].dropna()
     return float(vals.max()) / 1e6 if len(vals) else None
 
 
-def _add_means(cells: dict[str, Cell], datasets: list[str], groups: dict[str, str], group_names: list[str]) -> None:
+def add_means(cells: dict[str, Cell], datasets: list[str], groups: dict[str, str], group_names: list[str]) -> None:
     for g in group_names:
-        cells[f"mean:{g}"] = _mean_of([cells.get(d, Cell()) for d in datasets if groups.get(d) == g])
+        cells[f"mean:{g}"] = mean_of([cells.get(d, Cell()) for d in datasets if groups.get(d) == g])
     if len(group_names) > 1:
-        cells["mean:groups"] = _mean_of([cells[f"mean:{g}"] for g in group_names])
-    cells["mean:all"] = _mean_of([cells.get(d, Cell()) for d in datasets])
+        cells["mean:groups"] = mean_of([cells[f"mean:{g}"] for g in group_names])
+    cells["mean:all"] = mean_of([cells.get(d, Cell()) for d in datasets])
 
 
 def _delta(ours: Row, pub: Row, label: str) -> Row:
@@ -281,7 +269,7 @@ def _delta(ours: Row, pub: Row, label: str) -> Row:
     return Row(label, "delta", cells, ours.section)
 
 
-def _selection_note(ok) -> list[str]:
+def selection_note(ok) -> list[str]:
     sel = sorted(set(ok["selection"].dropna())) if not ok.empty else []
     notes = {"reproduction": "reproduction: best of the periodic test evaluations (as the published VTAB-1k "
                              "tables; test data selects the epoch)",
@@ -289,30 +277,28 @@ def _selection_note(ok) -> list[str]:
     return [f"Selection: {'; '.join(notes.get(s, s) for s in sel)}."] if sel else []
 
 
-DATA_SOURCE = {"vtab": "NOAH's VTAB-1k jpg export with list files (not TFDS tensors; the two sources differ by up "
-                       "to ~10 points on some datasets)",
-               "fewshot": "NOAH's few-shot split files", "domain": "NOAH's 16-shot ImageNet lists"}
-
-
-def _protocol_note(ok, benchmark: str) -> list[str]:
-    """The protocol choices that split the literature (petlbench/reference/conventions.md), as measured."""
+def protocol_note(ok, data_source: str = "") -> list[str]:
+    """The protocol choices that split the literature (petlbench/reference/conventions.md), as measured;
+    `data_source`: the benchmark's phrase for where its data comes from."""
     if ok.empty:
         return []
+
     def values(col):
         return ", ".join(sorted({str(v) for v in ok[col].dropna()})) or "?"
     seeds = sorted({int(s) for s in ok["seed"].dropna()})
+    norm = f"normalisation {values('normalize')}, " if ok["normalize"].astype(bool).any() else ""  # else: its config's
     parts = [f"Protocol of the measured rows: backbone {values('backbone')}, weights {values('weights')}, "
-             f"normalisation {values('normalize')}, seeds {', '.join(map(str, seeds)) or '?'}"]
-    if benchmark in DATA_SOURCE:
-        parts.append(f"data {DATA_SOURCE[benchmark]}")
+             f"{norm}seeds {', '.join(map(str, seeds)) or '?'}"]
+    if data_source:
+        parts.append(f"data {data_source}")
     return ["; ".join(parts) + "."]
 
 
-def _recipes(ok) -> list[str]:
+def recipes_of(ok) -> list[str]:
     return list(ok["recipe"]) if not ok.empty and "recipe" in ok else []
 
 
-def _search_note(ok, keys: tuple[str, ...]) -> list[str]:
+def search_note(ok, keys: tuple[str, ...]) -> list[str]:
     if not keys or ok.empty or not ok["searched"].any():
         return []
     out = []
@@ -323,44 +309,42 @@ def _search_note(ok, keys: tuple[str, ...]) -> list[str]:
 
 
 # --- published numbers -------------------------------------------------------------------------------------
+PUBLISHED_COLUMNS = ["key", "label", "dataset", "value", "params_m", "source", "recipe"]
+
+
 def published(benchmark: str, reference_dir: str = REFERENCE_DIR):
-    """Published numbers as a long frame: key, label, dataset, shots, value, params_m, source. Empty when the
-    reference folder has none for the benchmark."""
+    """Published numbers of a benchmark as a long frame (PUBLISHED_COLUMNS, and any column of the benchmark's
+    own, e.g. shots), from its `Benchmark.published`; empty when it declares none or the file is not there."""
     import pandas as pd
 
-    cols = ["key", "label", "dataset", "shots", "value", "params_m", "source", "recipe"]
-    path = {"vtab": "vtab1k_vitb16_published.csv", "fewshot": "fewshot_published.csv",
-            "video": "video_published.csv", "seg": "dense_published.csv"}.get(benchmark)
-    if path is None or not os.path.isfile(os.path.join(reference_dir, path)):
-        return pd.DataFrame(columns=cols)
-    df = pd.read_csv(os.path.join(reference_dir, path))
-    df["recipe"] = df["recipe"].fillna("").astype(str) if "recipe" in df.columns else ""
-    if benchmark == "vtab":
-        ds = [c for c in df.columns if c not in ("method", "params_m", "average_of_group_means", "source", "recipe")]
-        long = df.melt(id_vars=["method", "params_m", "source", "recipe"], value_vars=ds, var_name="dataset")
-        long["dataset"] = long["dataset"].replace(PUBLISHED_ALIASES)
-        printed = df[["method", "params_m", "source", "recipe", "average_of_group_means"]].rename(
-            columns={"average_of_group_means": "value"}).assign(dataset="mean:groups")
-        long = pd.concat([long, printed], ignore_index=True)
-        long["key"] = long["method"]
-        long["shots"] = None
-    elif benchmark == "fewshot":
-        long = df.rename(columns={"top1": "value"})
-        long["key"] = long["method"].str.lower()
+    from .benchmark import get
+
+    reader = get(benchmark).published
+    long = reader(reference_dir) if reader is not None else None
+    if long is None or long.empty:
+        return pd.DataFrame(columns=PUBLISHED_COLUMNS)
+    return long
+
+
+def published_frame(long, reference_dir: str = REFERENCE_DIR):
+    """What a benchmark's published reader returns, finished: `long` has key, label, dataset, value, params_m,
+    source and recipe (empty when unknown); the key becomes the pairing key (`recipe_key`), so a published
+    configuration pairs (delta rows) only with measured rows of the same recipe."""
+    long = long.copy()
+    long["recipe"] = long["recipe"].fillna("").astype(str) if "recipe" in long.columns else ""
+    if "params_m" not in long.columns:
         long["params_m"] = None
-    elif benchmark == "video":
-        long = df.rename(columns={"top1": "value"})
-        long["key"] = long["method"].str.lower() + " (" + long["backbone"] + ")"
-        long["shots"] = None
-    else:  # segmentation: the ADE20K rows only
-        long = df[df["dataset"] == "ade20k"].rename(columns={"value_pct": "value"})
-        long["key"] = long["method"].str.lower() + " (" + long["backbone"] + ")"
-        long["shots"] = None
-    long["label"] = [DISPLAY.get(k, m) if benchmark in ("vtab", "fewshot") else f"{m} ({b})"
-                     for k, m, b in zip(long["key"], long["method"], long.get("backbone", long["method"]))]
-    # A published configuration pairs (delta rows) only with measured rows of the same recipe.
     long["key"] = [recipe_key(k, r) for k, r in zip(long["key"], long["recipe"])]
-    return long[cols].reset_index(drop=True)
+    extra = [c for c in long.columns if c not in PUBLISHED_COLUMNS]
+    return long[PUBLISHED_COLUMNS + extra].reset_index(drop=True)
+
+
+def read_reference(name: str, reference_dir: str = REFERENCE_DIR):
+    """The reference CSV `name` under `reference_dir` as a frame, or None when the folder has no such file."""
+    import pandas as pd
+
+    path = os.path.join(reference_dir, name)
+    return pd.read_csv(path) if os.path.isfile(path) else None
 
 
 def recipe_key(key: str, recipe: str) -> str:
@@ -392,54 +376,49 @@ def recipe_notes(recipes) -> list[str]:
 
 
 # --- tables ------------------------------------------------------------------------------------------------
-def _dataset_order(ok, benchmark: str, reference_dir: str) -> tuple[list[str], dict[str, str]]:
-    """Datasets of a benchmark with their groups, from the records (no registry import). VTAB-1k always has
-    its 19 datasets, in the papers' column order (Natural, Specialized, Structured)."""
+def _dataset_order(ok, columns: list[tuple[str, str]] | None) -> tuple[list[str], dict[str, str]]:
+    """Datasets of a table with their groups: the benchmark's fixed `columns` ((dataset, group), in order) first,
+    then any other measured dataset; groups in order of appearance (fixed columns) or by name."""
     groups = dict(zip(ok["dataset"], ok["group"])) if not ok.empty else {}
-    order = sorted(groups)
-    if benchmark == "vtab":
-        ref = published("vtab", reference_dir)
-        vt = [d for d in dict.fromkeys(ref["dataset"]) if not d.startswith("mean:")]
-        for d, g in zip(vt, VTAB_ORDER_GROUPS):
-            groups.setdefault(d, g)
-        order = vt + [d for d in order if d not in vt]
-    elif benchmark == "fewshot":  # the five datasets always: an average over fewer is not the benchmark's
-        order = sorted(set(order) | set(published("fewshot", reference_dir)["dataset"]))
-        for d in order:
-            groups.setdefault(d, "")
-    gnames = [g for g in VTAB_GROUPS if g in groups.values()] + sorted(
-        {g for g in groups.values() if g and g not in VTAB_GROUPS})
+    fixed = [d for d, _ in columns or []]
+    for d, g in columns or []:
+        groups.setdefault(d, g)
+    order = fixed + sorted(d for d in groups if d not in fixed)
+    gnames = list(dict.fromkeys(g for d, g in (columns or []) if g)) + sorted(
+        {g for g in groups.values() if g} - {g for _, g in columns or []})
     order.sort(key=lambda d: gnames.index(groups[d]) if groups.get(d) in gnames else len(gnames))
     return order, groups
 
 
-def _measured_rows(ok) -> list[Row]:
+def measured_rows(ok) -> list[Row]:
     """A row per variant of the finished records `ok`, a cell per dataset (mean over seeds), baselines first."""
     rows = []
     if not ok.empty:
         for variant, sub in ok.groupby("variant", sort=False):
-            cells = {d: _cell(s["value"]) for d, s in sub.groupby("dataset")}
-            rows.append(Row(variant, "ours", cells, params_m=_params_m(sub, paper=True), key=sub["key"].iloc[0]))
+            cells = {d: cell_of(s["value"]) for d, s in sub.groupby("dataset")}
+            rows.append(Row(variant, "ours", cells, params_m=params_m(sub, paper=True), key=sub["key"].iloc[0]))
     rows.sort(key=lambda r: (r.key not in ("full", "linear"), r.label))
     return rows
 
 
-def _published_row(key: str, sub, cells: dict[str, Cell]) -> Row:
+def published_row(key: str, sub, cells: dict[str, Cell]) -> Row:
     """The row of one published configuration (`sub`: its rows of `published()`)."""
     return Row(published_label(sub["label"].iloc[0], sub["recipe"].iloc[0]), f"published: {sub['source'].iloc[0]}",
                cells,
                params_m=float(sub["params_m"].iloc[0]) if sub["params_m"].notna().any() else None, key=key)
 
 
-def grouped_table(frame, benchmark: str, name: str, title: str, search: tuple[str, ...] = (),
-                  reference_dir: str = REFERENCE_DIR, with_published: bool = True,
-                  only_measured_datasets: bool = False) -> Table:
-    """VTAB-style table of one benchmark: a row per variant, a column per dataset, group means, both averages;
-    published rows beside measured ones, with deltas."""
-    ok = frame[(frame["benchmark"] == benchmark) & (frame["status"] == "ok")] if not frame.empty else frame
-    ok = collapse_search(ok, search)
-    order, groups = _dataset_order(ok, benchmark, reference_dir)
-    if only_measured_datasets and not ok.empty:
+def finished(frame, benchmark: str):
+    """The finished ("ok") records of `benchmark` in `frame`."""
+    return frame[(frame["benchmark"] == benchmark) & (frame["status"] == "ok")] if not frame.empty else frame
+
+
+def grouped_table(frame, bench, search: tuple[str, ...] = (), reference_dir: str = REFERENCE_DIR) -> Table:
+    """The default table of a benchmark (`benchmark.Benchmark`): a row per variant, a column per dataset, group
+    means and both averages; published rows beside measured ones, with deltas."""
+    ok = collapse_search(finished(frame, bench.name), search)
+    order, groups = _dataset_order(ok, bench.columns() if bench.columns else None)
+    if bench.only_measured and not ok.empty:
         present = set(ok["dataset"])
         order = [d for d in order if d in present]
     gnames = [g for g in dict.fromkeys(groups[d] for d in order) if g]
@@ -448,20 +427,21 @@ def grouped_table(frame, benchmark: str, name: str, title: str, search: tuple[st
     if len(gnames) > 1:
         columns.append(Column("mean:groups", "Avg. of group means", "Means"))
     columns.append(Column("mean:all", f"Mean of {len(order)}", "Means"))
-    table = Table(name, title, columns)
-    pub = published(benchmark, reference_dir) if with_published else published("none")
+    table = Table(bench.stem, bench.table_title or bench.title, columns)
+    table.notes += list(bench.notes)
+    pub = published(bench.name, reference_dir)
     pub_rows: dict[str, Row] = {}
     for key, sub in pub.groupby("key", sort=False):
-        cells = {d: _cell([v]) for d, v in zip(sub["dataset"], sub["value"]) if d in order}
-        _add_means(cells, order, groups, gnames)
+        cells = {d: cell_of([v]) for d, v in zip(sub["dataset"], sub["value"]) if d in order}
+        add_means(cells, order, groups, gnames)
         printed = sub[sub["dataset"] == "mean:groups"]["value"]
         if len(printed):  # the paper's own average (from unrounded numbers), not ours from its rounded columns
-            cells["mean:groups"] = _cell(printed)
-        pub_rows[key] = _published_row(key, sub, cells)
-    ours = _measured_rows(ok)
+            cells["mean:groups"] = cell_of(printed)
+        pub_rows[key] = published_row(key, sub, cells)
+    ours = measured_rows(ok)
     for row in ours:
-        _add_means(row.cells, order, groups, gnames)
-    table.rows += _with_deltas(ours + list(pub_rows.values()))
+        add_means(row.cells, order, groups, gnames)
+    table.rows += with_deltas(ours + list(pub_rows.values()))
     table.notes += [
         "Top-1 (%) on the test split; a cell is the mean over seeds (+- sample std when there are several, "
         "n in the CSV). Missing cells are runs that are not in the store (or, for published rows, numbers the "
@@ -476,8 +456,8 @@ def grouped_table(frame, benchmark: str, name: str, title: str, search: tuple[st
                            "means are computed here from the printed (rounded) per-dataset numbers.")
     table.notes.append("Params (M): trainable parameters in millions, classification head excluded, in each "
                        "method's paper convention (RepAdapter: adapter weights without biases, 0.22M on ViT-B/16).")
-    table.notes += _selection_note(ok) + _protocol_note(ok, benchmark) + _search_note(ok, search)
-    table.notes += recipe_notes(list(_recipes(ok)) + list(pub["recipe"]))
+    table.notes += selection_note(ok) + protocol_note(ok, bench.data_source) + search_note(ok, search)
+    table.notes += recipe_notes(list(recipes_of(ok)) + list(pub["recipe"]))
     if pub_rows:
         table.notes.append("Published rows: " + "; ".join(
             f"{r.label.split(' (published')[0]}: {r.source.removeprefix('published: ')}"
@@ -485,50 +465,7 @@ def grouped_table(frame, benchmark: str, name: str, title: str, search: tuple[st
     return table
 
 
-# Segmentation columns: task dataset -> header. Published ADE20K rows (V-PETL Bench, Swin-L) get a column of their
-# own: another backbone and decode head, never a baseline for the ViT columns.
-SEG_HEADERS = {"ade20k": "SETR-PUP, ViT-L/16", "ade20k-upernet": "UperNet, ViT-B/16"}
-SEG_PUBLISHED = "ade20k:published-setting"
-
-
-def seg_table(frame, search: tuple[str, ...] = (), reference_dir: str = REFERENCE_DIR) -> Table:
-    """ADE20K: a row per variant, a column per measured setting (decode head + backbone), single-scale mIoU;
-    published rows in their own column (their setting differs)."""
-    ok = frame[(frame["benchmark"] == "seg") & (frame["status"] == "ok")] if not frame.empty else frame
-    ok = collapse_search(ok, search)
-    measured = sorted(set(ok["dataset"])) if not ok.empty else []
-    order = [d for d in SEG_HEADERS if d in measured] + [d for d in measured if d not in SEG_HEADERS]
-    if not order:
-        order = list(SEG_HEADERS)
-    pub = published("seg", reference_dir)
-    columns = [Column(d, SEG_HEADERS.get(d, d), "Measured here") for d in order]
-    if not pub.empty:
-        backbones = ", ".join(sorted({lab.rsplit("(", 1)[-1].rstrip(")") for lab in pub["label"]}))
-        columns.append(Column(SEG_PUBLISHED, f"V-PETL Bench setting, {backbones}", "Published"))
-    table = Table("seg", "ADE20K semantic segmentation (150 classes, 512x512): single-scale mIoU (%)", columns)
-    table.rows += _measured_rows(ok)
-    table.rows += [_published_row(key, sub, {SEG_PUBLISHED: _cell(sub["value"])})
-                   for key, sub in pub.groupby("key", sort=False)]
-    table.notes += [
-        "mIoU (%) over the 150 classes, single scale, of the final iteration on the validation split (ADE20K's "
-        "test labels are not public; the papers report validation), computed by mmsegmentation's IoUMetric. A cell "
-        "is the mean over seeds (+- sample std when there are several, n in the CSV); missing cells are runs not "
-        "in the store, never zeros. aAcc and mAcc are in each run's record.",
-        "Params (M): backbone-side trainable parameters in millions in each method's paper convention (RepAdapter: "
-        "adapter weights; it also trains the backbone biases here, as its paper does for segmentation), decode and "
-        "auxiliary heads excluded (the heads' counts are in the records).",
-        "RepAdapter's own ADE20K numbers (SETR, ViT-L/16) are not in the reference folder: no published row for "
-        "the measured columns. The published column is another backbone and decode head; compare within a "
-        "column only.",
-    ]
-    table.notes += _protocol_note(ok, "seg") + _search_note(ok, search)
-    table.notes += recipe_notes(list(_recipes(ok)) + list(pub["recipe"]))
-    if not pub.empty:
-        table.notes.append("Published rows: " + "; ".join(sorted({str(x) for x in pub["source"]})) + ".")
-    return table
-
-
-def _with_deltas(rows: list[Row]) -> list[Row]:
+def with_deltas(rows: list[Row]) -> list[Row]:
     """`rows`, each measured row with a published twin (same key) followed by its delta row."""
     pub = {r.key: r for r in rows if r.source.startswith("published") and r.key}
     out = []
@@ -537,81 +474,6 @@ def _with_deltas(rows: list[Row]) -> list[Row]:
         if r.source == "ours" and r.key in pub:
             out.append(_delta(r, pub[r.key], f"  delta vs {pub[r.key].label}"))
     return out
-
-
-def fewshot_table(frame, search: tuple[str, ...] = (), reference_dir: str = REFERENCE_DIR) -> Table:
-    """Rows: (dataset section, variant); columns: shots 1..16; a last section averages the five datasets."""
-    ok = frame[(frame["benchmark"] == "fewshot") & (frame["status"] == "ok")] if not frame.empty else frame
-    ok = collapse_search(ok, search)
-    columns = [Column(f"shot:{k}", f"{k}-shot", "Shots per class") for k in SHOTS]
-    table = Table("fewshot", "Few-shot FGVC (ViT-B/16): top-1 (%) vs shots per class", columns)
-    pub = published("fewshot", reference_dir)
-    datasets, _ = _dataset_order(ok, "fewshot", reference_dir)
-    sections: dict[str, list[Row]] = {}
-    for d in datasets:
-        rows = []
-        if not ok.empty:
-            for variant, sub in ok[ok["dataset"] == d].groupby("variant", sort=True):
-                cells = {f"shot:{int(k)}": _cell(s["value"]) for k, s in sub.groupby("shots")}
-                rows.append(Row(variant, "ours", cells, d, _params_m(sub, paper=True), sub["key"].iloc[0]))
-        for key, sub in pub[pub["dataset"] == d].groupby("key", sort=True):
-            rows.append(Row(published_label(sub["label"].iloc[0], sub["recipe"].iloc[0]),
-                            f"published: {sub['source'].iloc[0]}",
-                            {f"shot:{int(k)}": _cell([v]) for k, v in zip(sub["shots"], sub["value"])}, d, key=key))
-        sections[d] = rows
-    avg = "average of 5 datasets"
-    labels = {r.label: r for rows in sections.values() for r in rows}
-    sections[avg] = []
-    for label, first in labels.items():
-        by_ds = {d: next((r for r in rows if r.label == label), None) for d, rows in sections.items() if d != avg}
-        cells = {c: _mean_of([by_ds[d].cells.get(c, Cell()) if by_ds.get(d) else Cell() for d in datasets])
-                 for c in (col.key for col in columns)}
-        sections[avg].append(Row(label, first.source, cells, avg, first.params_m, first.key))
-    for rows in sections.values():
-        table.rows += _with_deltas(rows)
-    table.notes += [
-        "Few-shot FGVC in the NOAH/FacT/RepAdapter sense (FGVC-Aircraft, Food-101, Flowers102, Oxford-Pets, "
-        "Stanford-Cars; NOAH's split files), not VPT's full-data FGVC. A cell is the mean over split seeds "
-        "(+- sample std); the average section is the mean over the five datasets, missing if one is missing.",
-        "Published rows: the numbers behind FacT's and NOAH's few-shot figures as their authors posted them "
-        "(seeds averaged: not stated by the source). RepAdapter's own few-shot numbers were not found in a "
-        "readable source and are not shown.",
-    ] + _selection_note(ok) + _protocol_note(ok, "fewshot") + _search_note(ok, search)
-    table.notes += recipe_notes(list(_recipes(ok)) + list(pub["recipe"]))
-    return table
-
-
-def domain_table(frame, search: tuple[str, ...] = ()) -> Table:
-    """Source (ImageNet 16-shot) and the four targets, from the same runs."""
-    ok = frame[(frame["benchmark"] == "domain") & (frame["status"] == "ok")] if not frame.empty else frame
-    ok = collapse_search(ok, search)
-    # The four targets always (a mean over fewer is not the benchmark's), then any other target in the records.
-    extra = [c.removeprefix("target:") for c in frame.columns if c.startswith("target:")] if not frame.empty else []
-    targets = list(DG_TARGETS) + [t for t in extra if t not in DG_TARGETS]
-    names = {"domain/imagenet_v2": "ImageNet-V2", "domain/imagenet_sketch": "ImageNet-Sketch",
-             "domain/imagenet_a": "ImageNet-A", "domain/imagenet_r": "ImageNet-R"}
-    columns = [Column("source", "ImageNet (16-shot)", "Source")]
-    columns += [Column(t, names.get(t, t), "Targets") for t in targets]
-    columns.append(Column("mean:targets", "Mean of targets", "Means"))
-    table = Table("domain", "Domain generalization (ViT-B/16, ImageNet 16-shot -> V2 / Sketch / A / R): top-1 (%)",
-                  columns)
-    if not ok.empty:
-        for variant, sub in ok.groupby("variant", sort=True):
-            cells = {"source": _cell(sub["value"])}
-            for t in targets:
-                col = f"target:{t}"
-                cells[t] = _cell(sub[col]) if col in sub else Cell()
-            cells["mean:targets"] = _mean_of([cells[t] for t in targets])
-            table.rows.append(Row(variant, "ours", cells, params_m=_params_m(sub, paper=True)))
-    table.notes += [
-        "Targets are scored with the source run's model, unchanged; ImageNet-A/-R on their 200 classes "
-        "(the authors' eval.py). NOAH scored A/R with a 1000-way argmax, so these are not comparable with NOAH's.",
-        "A missing target cell: that target's data was absent when the run finished (the record says so).",
-        "No published domain-generalization numbers are in petlbench/reference (RepAdapter's were not found in a "
-        "readable source), so there are no published rows.",
-    ] + _selection_note(ok) + _protocol_note(ok, "domain") + _search_note(ok, search)
-    table.notes += recipe_notes(_recipes(ok))
-    return table
 
 
 def failures(frame) -> list[tuple[str, str, str]]:

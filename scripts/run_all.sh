@@ -6,10 +6,9 @@
 #   scripts/run_all.sh --data-root /data [--results results] [--videomae-weights FILE] [--executor local|slurm]
 #
 # With a data root, in order: efficiency (petlbench bench, skipped when its CSV exists), VTAB-1k, few-shot,
-# domain generalization (scripts/sweeps/*.yaml via petlbench sweep; a task whose data is absent is skipped
-# with one line), video (given the VideoMAE checkpoint), ADE20K segmentation (scripts/sweeps/seg.yaml), then
-# `petlbench table`
-# and `petlbench plot`.
+# domain generalization (the shipped sweeps, tasks/sweeps/*.yaml, by name: `petlbench sweep vtab1k`; a task
+# whose data is absent is skipped with one line), video (given the VideoMAE checkpoint), ADE20K segmentation
+# (the seg sweep), then `petlbench table` and `petlbench plot`.
 # Killed at any point, the same command finishes the job. Exit status 1 when a run failed (it is recorded,
 # with its reason, and the tables are still written).
 set -euo pipefail
@@ -55,22 +54,22 @@ else
   fi
   for sweep in vtab1k vtab1k_noah fewshot domain; do
     step "$sweep"
-    "$PB" sweep "scripts/sweeps/$sweep.yaml" --data-root "$DATA_ROOT" --store "$STORE" --out "$OUT" --quiet \
+    "$PB" sweep "$sweep" --data-root "$DATA_ROOT" --store "$STORE" --out "$OUT" --quiet \
       "${SWEEP_ARGS[@]}" || STATUS=1
   done
   step video
   if [ -n "$VIDEOMAE" ]; then
-    "$PB" sweep scripts/sweeps/video.yaml --data-root "$DATA_ROOT" --store "$STORE" --out "$OUT" --quiet \
+    "$PB" sweep video --data-root "$DATA_ROOT" --store "$STORE" --out "$OUT" --quiet \
       --set "weights=$VIDEOMAE" "${SWEEP_ARGS[@]}" || STATUS=1
   else
     echo "video: skipped (give --videomae-weights FILE, the VideoMAE ViT-B K400 checkpoint the protocol starts from)"
   fi
-  if "$PB" tasks --benchmark seg >/dev/null 2>&1 && [ -f scripts/sweeps/seg.yaml ]; then
+  if [ -n "$("$PB" tasks --benchmark seg 2>/dev/null)" ]; then
     step seg
-    "$PB" sweep scripts/sweeps/seg.yaml --data-root "$DATA_ROOT" --store "$STORE" --out "$OUT" --quiet \
+    "$PB" sweep seg --data-root "$DATA_ROOT" --store "$STORE" --out "$OUT" --quiet \
       "${SWEEP_ARGS[@]}" || STATUS=1
   else
-    echo "seg: skipped (petlbench lists no segmentation tasks, or scripts/sweeps/seg.yaml is missing)"
+    echo "seg: skipped (petlbench lists no segmentation tasks)"
   fi
 fi
 step "tables and plots"

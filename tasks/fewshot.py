@@ -38,9 +38,17 @@ from __future__ import annotations
 import logging
 import os
 
+import math
+import re
+
+from petlbench.benchmark import BENCHMARKS, Benchmark
 from petlbench.data import DataError, Sample, first_dir, holding_root, read_list_file
 from petlbench.errors import ConfigError
-from petlbench.task import TASKS, Protocol, Task
+from petlbench.plots import pyplot, save
+from petlbench.tables import (REFERENCE_DIR, Cell, Column, Row, Table, cell_of, collapse_search, finished, mean_of,
+                              params_m, protocol_note, published, published_frame, published_label, read_reference,
+                              recipe_notes, recipes_of, search_note, selection_note, with_deltas)
+from petlbench.task import TASKS, ClassificationProtocol, Task
 
 log = logging.getLogger(__name__)
 
@@ -167,10 +175,135 @@ for _name, (_classes, _test, _desc) in DATASETS.items():
     TASKS.add(Task(
         name=f"fewshot/{_name}", benchmark="fewshot", num_classes=_classes, splits=SPLITS,
         samples_fn=fewshot_samples,
-        protocol=Protocol(**FEWSHOT_PROTOCOL, train_split="train_shot16_seed0",
-                          clean_train_split="train_shot16_seed0", val_split="val", test_split="test"),
+        protocol=ClassificationProtocol(**FEWSHOT_PROTOCOL, train_split="train_shot16_seed0",
+                                        clean_train_split="train_shot16_seed0", val_split="val", test_split="test"),
         method_defaults={"repadapter": {"scale": 1.0}},  # RepAdapter configs/repblock_few_shot/*.yaml: scale 1
         recipe="noah-fewshot",  # the recipe of the published few-shot rows (tasks/recipes/noah.py)
         summary=f"few-shot {_desc} ({_classes} classes), 1/2/4/8/16 shots x seeds 0-2 (NOAH splits); "
                 f"test {_test:,} images; top-1",
     ))
+
+
+# --- results: the shots axis, the table by shots, the curves ----------------------------------------------------
+_SHOT_SPLIT = re.compile(r"train_shot(\d+)_seed(\d+)$")
+
+
+def shots_axis(shot: int, seed: int | None) -> dict:
+    """A sweep's `shots: [k, ...]` for a run of split seed `seed` (0 when the sweep has no seeds): its k-shot
+    training split."""
+    split = fewshot_split(int(shot), int(seed if seed is not None else 0))
+    return {"train_split": split, "clean_train_split": split}
+
+
+def row_fields(record: dict) -> dict:
+    """The record's shots and split seed, read from its training split's name."""
+    proto = record.get("protocol") or {}
+    m = _SHOT_SPLIT.match(proto.get("clean_train_split" if proto.get("selection") == "clean" else "train_split")
+                          or "")
+    return {"shots": int(m.group(1)) if m else None, "split_seed": int(m.group(2)) if m else None}
+
+
+def read_published(reference_dir: str):
+    """The numbers behind FacT's and NOAH's few-shot figures (reference/fewshot_published.csv), long."""
+    df = read_reference("fewshot_published.csv", reference_dir)
+    if df is None:
+        return None
+    long = df.rename(columns={"top1": "value"}).assign(key=df["method"].str.lower(), label=df["method"])
+    return published_frame(long)
+
+
+def shots_table(bench, frame, search: tuple[str, ...] = (), reference_dir: str = REFERENCE_DIR,
+                results_dir: str | None = None) -> list[Table]:
+    """Rows: (dataset section, variant); columns: shots 1..16; a last section averages the five datasets."""
+    ok = collapse_search(finished(frame, bench.name), search)
+    columns = [Column(f"shot:{k}", f"{k}-shot", "Shots per class") for k in SHOTS]
+    table = Table("fewshot", "Few-shot FGVC (ViT-B/16): top-1 (%) vs shots per class", columns)
+    pub = published("fewshot", reference_dir)
+    datasets = sorted(set(DATASETS) | (set(ok["dataset"]) if not ok.empty else set()))
+    sections: dict[str, list[Row]] = {}
+    for d in datasets:
+        rows = []
+        if not ok.empty:
+            for variant, sub in ok[ok["dataset"] == d].groupby("variant", sort=True):
+                cells = {f"shot:{int(k)}": cell_of(s["value"]) for k, s in sub.groupby("shots")}
+                rows.append(Row(variant, "ours", cells, d, params_m(sub, paper=True), sub["key"].iloc[0]))
+        for key, sub in pub[pub["dataset"] == d].groupby("key", sort=True):
+            rows.append(Row(published_label(sub["label"].iloc[0], sub["recipe"].iloc[0]),
+                            f"published: {sub['source'].iloc[0]}",
+                            {f"shot:{int(k)}": cell_of([v]) for k, v in zip(sub["shots"], sub["value"])}, d, key=key))
+        sections[d] = rows
+    avg = "average of 5 datasets"
+    labels = {r.label: r for rows in sections.values() for r in rows}
+    sections[avg] = []
+    for label, first in labels.items():
+        by_ds = {d: next((r for r in rows if r.label == label), None) for d, rows in sections.items() if d != avg}
+        cells = {c: mean_of([by_ds[d].cells.get(c, Cell()) if by_ds.get(d) else Cell() for d in datasets])
+                 for c in (col.key for col in columns)}
+        sections[avg].append(Row(label, first.source, cells, avg, first.params_m, first.key))
+    for rows in sections.values():
+        table.rows += with_deltas(rows)
+    table.notes += [
+        "Few-shot FGVC in the NOAH/FacT/RepAdapter sense (FGVC-Aircraft, Food-101, Flowers102, Oxford-Pets, "
+        "Stanford-Cars; NOAH's split files), not VPT's full-data FGVC. A cell is the mean over split seeds "
+        "(+- sample std); the average section is the mean over the five datasets, missing if one is missing.",
+        "Published rows: the numbers behind FacT's and NOAH's few-shot figures as their authors posted them "
+        "(seeds averaged: not stated by the source). RepAdapter's own few-shot numbers were not found in a "
+        "readable source and are not shown.",
+    ] + selection_note(ok) + protocol_note(ok, bench.data_source) + search_note(ok, search)
+    table.notes += recipe_notes(list(recipes_of(ok)) + list(pub["recipe"]))
+    return [table]
+
+
+
+def shot_curves(table, stem: str) -> list[str]:
+    """Top-1 vs shots, one panel per dataset (and the average), a line per method; published dashed, hollow."""
+    plt = pyplot()
+    sections = list(dict.fromkeys(r.section for r in table.rows))
+    n = max(1, len(sections))
+    cols = min(3, n)
+    fig, axes = plt.subplots(math.ceil(n / cols), cols, figsize=(4.0 * cols, 3.2 * math.ceil(n / cols)),
+                             squeeze=False)
+    shots = [int(c.key.split(":")[1]) for c in table.columns]
+    colors: dict[str, tuple] = {}  # one colour per method, measured and published alike
+    for ax, section in zip(axes.flat, sections):
+        for r in (r for r in table.rows if r.section == section and r.source != "delta"):
+            name = r.label.removesuffix(" (published)")
+            color = colors.setdefault(name, plt.get_cmap("tab20")(len(colors) % 20))
+            xs = [k for k, c in zip(shots, table.columns) if not r.cells.get(c.key, Cell()).missing]
+            ys = [r.cells[c.key].mean for c in table.columns if not r.cells.get(c.key, Cell()).missing]
+            if not xs:
+                continue
+            if r.source == "ours":
+                err = [r.cells[c.key].std or 0 for c in table.columns if not r.cells.get(c.key, Cell()).missing]
+                ax.errorbar(xs, ys, yerr=err, color=color, marker="o", ms=4, capsize=2, label=r.label)
+            else:
+                ax.plot(xs, ys, ls="--", marker="s", mfc="none", color=color, alpha=0.7, label=r.label)
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(shots, [str(k) for k in shots])
+        ax.set_title(section.replace("_", " "), fontsize=9)
+        ax.set_xlabel("training images per class (shots)")
+        ax.set_ylabel("top-1 (%)")
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(sections):]:
+        ax.axis("off")
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, labels, fontsize=7, loc="lower center", ncol=min(4, len(labels)),
+                   bbox_to_anchor=(0.5, 0.0))
+    fig.suptitle(table.title + "  (solid: measured, mean +- std over seeds; dashed: published)", fontsize=9)
+    # fixed margins: tight_layout measures every tick label of every panel, seconds with many curves
+    fig.subplots_adjust(left=0.07, right=0.98, bottom=0.2, top=0.9, wspace=0.28, hspace=0.45)
+    return save(fig, stem)
+
+
+def shots_plots(table, out_dir: str) -> list[str]:
+    import os
+
+    return shot_curves(table, os.path.join(out_dir, "fewshot_curves"))
+
+
+BENCHMARKS.add(Benchmark(
+    "fewshot", "Few-shot FGVC: 5 fine-grained datasets at 1-16 shots (NOAH's splits)", order=10,
+    columns=lambda: [(d, "") for d in sorted(DATASETS)], published=read_published, tables=shots_table,
+    plots=shots_plots, sweep_axes={"shots": shots_axis}, row_fields=row_fields,
+    data_source="NOAH's few-shot split files"))

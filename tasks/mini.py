@@ -19,7 +19,9 @@ import os
 
 import numpy as np
 
-from petlbench.task import TASKS, Protocol, Task
+from petlbench.benchmark import BENCHMARKS, Benchmark, Command
+from petlbench.errors import PETLBenchError
+from petlbench.task import TASKS, ClassificationProtocol, Task
 
 from .vtab import list_file_samples
 
@@ -31,7 +33,7 @@ DIGIT_NAMES = tuple(f"handwritten digit {w}" for w in
                     ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"))
 GENERATOR_VERSION = "1"  # bump when generation changes; a folder with another version is regenerated
 
-PROTOCOL = Protocol(
+PROTOCOL = ClassificationProtocol(
     backbone="petlbench_vit_mini", weights="petlbench:vit_mini_procedural", drop_path=0.0,
     epochs=15, batch_size=64, lr=2e-3, weight_decay=1e-4, warmup_epochs=2, warmup_lr=1e-5, min_lr=1e-5,
     img_size=SIZE, interpolation="bicubic", normalize="imagenet", eval_every=5, selection="reproduction",
@@ -253,3 +255,108 @@ for _name, _classes in DATASETS.items():
         summary="offline mini-benchmark (generated; not VTAB-1k): 400+100 train, 500 test"
                 if _name != "digits" else "offline mini-benchmark: scikit-learn digits, 400+100 train, 1,297 test",
     ))
+
+
+# --- the driver: every method on every mini task, then its table and plot ---------------------------------------
+BASELINES = ("full", "linear")  # not PETL: no random-init counterpart is run for them
+NOTES = (
+    "Offline mini-benchmark: backbone `petlbench_vit_mini` (32 px ViT, 0.67M parameters) pretrained by "
+    "scripts/pretrain_mini.py on a procedural upstream task, or randomly initialised (*random init*), on "
+    "generated data. An end-to-end check, not VTAB-1k: it says nothing about accuracy on real benchmarks.",
+)
+
+
+def mini_plan(quick: bool = False) -> list[tuple[str, str, dict]]:
+    """(task, method, overrides) for every run of the mini-benchmark: each method on the shipped pretrained
+    backbone and, for the PETL methods, on a randomly initialised one."""
+    from petlbench.api import list_methods
+
+    extra = {"epochs": 2, "eval_every": 1, "warmup_epochs": 0} if quick else {}
+    plan = []
+    for t in (n for n in TASKS.names() if TASKS.get(n).benchmark == "mini"):
+        for m in list_methods():
+            plan.append((t, m, dict(extra)))
+            if m not in BASELINES:
+                plan.append((t, m, {**extra, "weights": "none"}))
+    return plan
+
+
+def run_mini(store, out_dir: str, results_dir: str, quick: bool = False, data_root: str | None = None,
+             progress=None) -> tuple[list[str], list[str]]:
+    """Run what the store lacks of the plan (through `run.execute`, as any benchmark), then write
+    results_dir/mini/mini.{md,tex,csv} and the accuracy vs parameters plot from the store's mini records.
+    Returns (written paths, failures)."""
+    import logging
+
+    from petlbench.report import write_plots, write_tables
+    from petlbench.run import execute, resolve
+    from petlbench.tables import run_frame
+
+    log = logging.getLogger(__name__)
+    root = generate(data_root)
+    plan = mini_plan(quick)
+    failed = []
+    for i, (task, method, over) in enumerate(plan):
+        if progress:
+            progress("mini runs", i, len(plan))
+        spec = resolve(task, method, {**over, "device": "cpu", "num_workers": 0})
+        try:
+            execute(spec, root, store, out_dir)
+        except (PETLBenchError, RuntimeError) as e:  # execute recorded it as failed; the benchmark goes on
+            failed.append(f"{task} {method}: {e}")
+            log.warning("run failed: %s %s: %s", task, method, e)
+    if progress:
+        progress("mini runs", len(plan), len(plan))
+    frame = run_frame(r for r in store.records() if r.get("benchmark") == "mini")
+    paths = write_tables(frame, results_dir, only=("mini",)) + write_plots(frame, results_dir, only=("mini",))
+    if failed:
+        log.warning("%d mini runs failed: %s", len(failed), "; ".join(failed))
+    return paths, failed
+
+
+def _configure(parser) -> None:
+    parser.add_argument("--results", default="results", help="results folder; the table goes to <results>/mini/")
+    parser.add_argument("--data-root", default=None,
+                        help="where to generate the data (default: ~/.cache/petlbench/mini)")
+    parser.add_argument("--quick", action="store_true", help="2 epochs per run: a smoke test, not a result")
+
+
+def _command(args, ui) -> int:
+    """`petlbench mini`: the runs, then the table on stdout (unless --quiet) and the files written."""
+    try:
+        paths, failed = run_mini(ui.store(), args.out, args.results, quick=args.quick, data_root=args.data_root,
+                                 progress=ui.progress)
+    finally:
+        ui.close()
+    if not args.quiet:
+        with open(os.path.join(args.results, "mini", "mini.md"), encoding="utf-8") as f:
+            ui.say(f.read())
+    ui.say("wrote " + ", ".join(paths))
+    for line in failed:
+        ui.warn(f"failed: {line}")
+    return 1 if failed else 0
+
+
+def generated_unchanged(spec, data: dict) -> bool:
+    """Whether `data` (a run's data identity) is a folder as the generator wrote it: the stamp of generator
+    version 1, seed 0 (what `petlbench mini` generates; every record without "data" was written while the
+    generator was at version 1) and no list file the run reads changed since the stamp was written. Such data
+    is deterministic, so a record that predates data digests stands."""
+    stamp = os.path.join(data["root"], ".generated")
+    try:
+        with open(stamp, encoding="utf-8") as f:
+            if f.read().strip() != "1 0":
+                return False
+        written = os.path.getmtime(stamp)
+        return all(os.path.getmtime(os.path.join(data["root"], src)) <= written
+                   for split in data["splits"].values() for src in split["sources"])
+    except (OSError, UnicodeDecodeError):
+        return False
+
+
+BENCHMARKS.add(Benchmark(
+    "mini", "Offline mini-benchmark: generated data, a tiny ViT, minutes on a CPU",
+    table_title="Offline mini-benchmark: top-1 (%)", order=90, notes=NOTES, prepare_data=generate,
+    unrecorded_data_ok=generated_unchanged,
+    commands=(Command("mini", "the offline mini-benchmark: all methods on generated data, table + plot",
+                      _configure, _command),)))

@@ -24,7 +24,7 @@ INFO; every sample's `source` names the list file and line). Relative paths in l
 dataset folder; absolute paths, as VideoMAE writes them, may point anywhere (petlbench.data.read_list_file).
 
 Missing videos are not checked here: the runner checks every path of a split before decoding, and fails naming
-the list line, or with on_bad_image=skip drops and records them (`run.load_split`).
+the list line, or with on_bad_image=skip drops and records them (`loaders.load_split`).
 
 Splits: SSv2 "train", "val" (the official validation set, which the papers report as test: SSv2's test labels
 are not public); HMDB51 train_split1..3, test_split1..3, the protocol on split 1.
@@ -35,8 +35,26 @@ import json
 import logging
 import os
 
+from dataclasses import dataclass
+from typing import Literal
+
+from petlbench.benchmark import BENCHMARKS, Benchmark
+from petlbench.config import added_later
 from petlbench.data import DataError, Sample, first_dir, read_list_file, read_text, text_lines
-from petlbench.task import TASKS, Protocol, Task
+from petlbench.task import TASKS, ClassificationProtocol, Task
+
+
+@dataclass
+class VideoProtocol(ClassificationProtocol):
+    """The classification protocol with clips (AdaptFormer / VideoMAE fine-tuning): frames per clip, how they are
+    picked ("segment": one frame from each of num_frames equal segments, SSv2; "dense": num_frames consecutive
+    frames frame_stride apart, HMDB51), and the test views averaged per video (clips along time x crops)."""
+
+    num_frames: int = added_later(8)
+    frame_sampling: Literal["segment", "dense"] = added_later("dense")
+    frame_stride: int = added_later(4)
+    test_clips: int = added_later(1)
+    test_crops: int = added_later(1)
 
 log = logging.getLogger(__name__)
 
@@ -190,12 +208,28 @@ def hmdb51_samples(task: Task, data_root: str, split: str) -> list[Sample]:
     return _hmdb_official(task, folder, split)
 
 
-def dataset(task: Task, samples, protocol: Protocol, train: bool, on_bad: str = "fail"):
-    """The VideoDataset of a video task's split. SSv2 is never flipped: its classes name directions
-    ("Pushing something from left to right"), which a flip would turn into another class."""
+def dataset(task: Task, samples: list[Sample], protocol: VideoProtocol, train: bool, on_bad: str = "fail"):
+    """The VideoDataset of a video task's split, clips decoded per epoch by decord in the loader's workers.
+    Every path is checked before any decoding: a missing video fails naming its list line, or with
+    on_bad_image=skip is skipped and recorded. SSv2 is never flipped: its classes name directions ("Pushing
+    something from left to right"), which a flip would turn into another class."""
     from petlbench.video_data import VideoDataset
 
-    return VideoDataset(samples, protocol, train, on_bad, flip=task.name != "video/ssv2")
+    exists = [os.path.isfile(s.path) for s in samples]
+    missing = [s for s, ok in zip(samples, exists) if not ok]
+    if missing and on_bad == "fail":
+        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        raise DataError(f"{missing[0].path} ({missing[0].source}): file does not exist{more}; "
+                        "on_bad_image=skip skips and records missing videos")
+    ds = VideoDataset([s for s, ok in zip(samples, exists) if ok], protocol, train, on_bad,
+                      flip=task.name != "video/ssv2")
+    ds.bad.items.extend((s.path, "file does not exist") for s in missing)
+    return ds
+
+
+def model_kwargs(task: Task, protocol: VideoProtocol) -> dict:
+    """The video backbone's clip length."""
+    return {"num_frames": protocol.num_frames}
 
 
 # AdaptFormer's video fine-tuning (its VideoMAE-based scripts; ../shared/reference/repadapter_protocol.md):
@@ -214,8 +248,8 @@ TASKS.add(Task(
     name="video/ssv2", benchmark="video", num_classes=174, splits=("train", "val"), samples_fn=ssv2_samples,
     # The official validation set is the papers' test set; "clean" selection has nothing else labelled to
     # select on, so it selects on the same set (the record names the selection mode).
-    protocol=Protocol(**VIDEO_PROTOCOL, frame_sampling="segment", test_clips=2, test_crops=3,
-                      train_split="train", clean_train_split="train", val_split="val", test_split="val"),
+    protocol=VideoProtocol(**VIDEO_PROTOCOL, frame_sampling="segment", test_clips=2, test_crops=3,
+                                train_split="train", clean_train_split="train", val_split="val", test_split="val"),
     method_defaults={"repadapter": {"dim": 2}},  # RepAdapter's hidden size for video
     recipe="vpetl-video",  # the recipe of the published rows (tasks/recipes/video.py)
     summary="Something-Something-v2 (174 classes): 168,913 train / 24,777 validation videos; 8 frames by "
@@ -223,10 +257,71 @@ TASKS.add(Task(
 ))
 TASKS.add(Task(
     name="video/hmdb51", benchmark="video", num_classes=51, splits=HMDB_SPLITS, samples_fn=hmdb51_samples,
-    protocol=Protocol(**VIDEO_PROTOCOL, frame_sampling="dense", frame_stride=4, test_clips=4, test_crops=3,
-                      train_split="train_split1", clean_train_split="train_split1", val_split="test_split1",
-                      test_split="test_split1"),
+    protocol=VideoProtocol(**VIDEO_PROTOCOL, frame_sampling="dense", frame_stride=4, test_clips=4, test_crops=3,
+                           train_split="train_split1", clean_train_split="train_split1", val_split="test_split1",
+                           test_split="test_split1"),
     method_defaults={"repadapter": {"dim": 2}}, recipe="vpetl-video",
     summary="HMDB51 (51 classes), official split 1 of 3 (3,570 train / 1,530 test videos); 8 frames at "
             "stride 4, test 4 clips x 3 crops; top-1",
 ))
+
+
+# --- results: published rows, and a latency column from the efficiency run of the video backbone ---------------
+BACKBONE = VIDEO_PROTOCOL["backbone"]
+
+
+def read_published(reference_dir: str):
+    """SSv2 and HMDB51 rows of V-PETL Bench (reference/video_published.csv), long; a row's key names its
+    backbone, so ViT-B rows never pair with Video Swin ones."""
+    from petlbench.tables import published_frame, read_reference
+
+    df = read_reference("video_published.csv", reference_dir)
+    if df is None:
+        return None
+    long = df.rename(columns={"top1": "value"})
+    long["key"] = long["method"].str.lower() + " (" + long["backbone"] + ")"
+    long["label"] = long["method"] + " (" + long["backbone"] + ")"
+    return published_frame(long)
+
+
+def add_latency(table, eff_csv: str) -> None:
+    """A latency column (batch 1) for the rows whose method the efficiency CSV has: the merged model where the
+    method merges (what ships), else the unmerged one."""
+    import pandas as pd
+
+    from petlbench.tables import Cell, Column
+
+    if not os.path.isfile(eff_csv):
+        table.notes.append(f"Latency: run `petlbench bench --backbone {BACKBONE} --cfg repadapter.dim=2` "
+                           "to add it (not measured yet).")
+        return
+    df = pd.read_csv(eff_csv)
+    if "latency_ms_bs1" not in df:
+        return
+    ms = {}
+    for r in df.to_dict("records"):
+        if r["form"] == "merged" or r["method"] not in ms:
+            ms[r["method"]] = r["latency_ms_bs1"]
+    table.columns.append(Column("latency", "Latency bs1 (ms)", "Efficiency", 0))
+    for row in table.rows:
+        # the bench builds each method with its defaults: VPT is deep there, RepAdapter both-sided
+        method = {"vpt_deep": "vpt"}.get(row.key, row.key) if row.source == "ours" else ""
+        if method in ms:
+            row.cells["latency"] = Cell(ms[method])
+    table.notes.append(f"Latency: one 8-frame clip, from {eff_csv} (merged model where the method merges; "
+                       "the machine is named there).")
+
+
+def clip_tables(bench, frame, search=(), reference_dir=None, results_dir=None) -> list:
+    from petlbench.tables import REFERENCE_DIR, grouped_table
+
+    table = grouped_table(frame, bench, search, reference_dir or REFERENCE_DIR)
+    if results_dir:
+        add_latency(table, os.path.join(results_dir, "efficiency", f"{BACKBONE}.csv"))
+    return [table]
+
+
+BENCHMARKS.add(Benchmark(
+    "video", "Video action recognition: SSv2 and HMDB51 (VideoMAE ViT-B)", table_title="video: top1", order=30,
+    only_measured=True, published=read_published, tables=clip_tables, dataset=dataset, model_kwargs=model_kwargs,
+    sample_kind="videos"))

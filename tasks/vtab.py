@@ -10,7 +10,7 @@ official test split (vtab1k.csv `test_images`); `split_size`.
 
 Classes, groups, test sizes and RepAdapter's published per-dataset scale s (RepAdapter / RepAdapter_attn):
 tasks/protocols/vtab1k.csv (from
-../shared/reference/repadapter_protocol.md). Protocol: `Protocol()` defaults (AdamW lr 1e-3, wd 1e-4, batch 64,
+../shared/reference/repadapter_protocol.md). Protocol: `ClassificationProtocol()` defaults (AdamW lr 1e-3, wd 1e-4, batch 64,
 100 epochs, cosine with 10 warm-up epochs, no augmentation, bicubic 224, ImageNet mean/std).
 """
 from __future__ import annotations
@@ -18,8 +18,9 @@ from __future__ import annotations
 import csv
 import os
 
+from petlbench.benchmark import BENCHMARKS, Benchmark, Command
 from petlbench.data import Sample, first_dir, read_list_file
-from petlbench.task import TASKS, Protocol, Task
+from petlbench.task import TASKS, ClassificationProtocol, Task
 
 SPLITS = ("train800", "val200", "train800val200", "test")
 PROTOCOL_CSV = os.path.join(os.path.dirname(__file__), "protocols", "vtab1k.csv")
@@ -62,8 +63,89 @@ for row in _rows():
     TEST_SIZES[row["name"]] = int(row["test_images"])
     TASKS.add(Task(
         name=f"vtab/{row['name']}", benchmark="vtab", num_classes=int(row["classes"]), splits=SPLITS,
-        samples_fn=list_file_samples, protocol=Protocol(), group=row["group"], recipe="repadapter-vtab",
+        samples_fn=list_file_samples, protocol=ClassificationProtocol(), group=row["group"], recipe="repadapter-vtab",
         method_defaults={"repadapter": {"scale": float(row["repadapter_scale"])},
                          "repadapter where=attn": {"scale": float(row["repadapter_attn_scale"])}},
         summary=f"VTAB-1k {row['group']}: 800+200 train, official test split; top-1",
     ))
+
+
+# Published column name -> task dataset name.
+PUBLISHED_ALIASES = {"cifar100": "cifar"}
+
+
+def read_published(reference_dir: str):
+    """VTAB-1k's published rows (reference/vtab1k_vitb16_published.csv: a row per method, a column per dataset,
+    the paper's printed average of group means) as the long frame of `tables.published_frame`."""
+    import pandas as pd
+
+    from petlbench.tables import published_frame, read_reference
+
+    df = read_reference("vtab1k_vitb16_published.csv", reference_dir)
+    if df is None:
+        return None
+    ids = ["method", "label", "params_m", "source", "recipe"]
+    ds = [c for c in df.columns if c not in ids + ["average_of_group_means"]]
+    long = df.melt(id_vars=ids, value_vars=ds, var_name="dataset")
+    long["dataset"] = long["dataset"].replace(PUBLISHED_ALIASES)
+    printed = df[ids + ["average_of_group_means"]].rename(columns={"average_of_group_means": "value"})
+    long = pd.concat([long, printed.assign(dataset="mean:groups")], ignore_index=True)
+    return published_frame(long.rename(columns={"method": "key"}))
+
+
+# --- `petlbench estimate-vtab`: a whole VTAB-1k run's time from measured costs ---------------------------------
+def _configure_estimate(parser) -> None:
+    parser.add_argument("--method", default="repadapter")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--amp", choices=["auto", "bf16", "fp16", "off"], default="auto")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--eval-batch-size", type=int, default=256)
+    parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--decode-workers", type=int, default=8, help="decode processes assumed (default: 8)")
+    parser.add_argument("--out", default=os.path.join("results", "efficiency"))
+
+
+def _estimate(args, ui) -> int:
+    """19 datasets x 100 epochs on 1,000 images, a test evaluation every 10 epochs, each image decoded once,
+    from per-step, per-image-evaluation and per-image-decode costs measured on synthetic data of VTAB-1k's
+    sizes (tasks/protocols/vtab1k.csv). Writes the estimate as JSON and prints a summary."""
+    import json
+    import shlex
+
+    from petlbench.api import get_method
+    from petlbench.atomic import atomic_write_text as write_text
+    from petlbench.measure import environment, time_estimate
+
+    get_method(args.method)
+    ui.check_device(args.device)
+    sizes = [{"name": r["name"], "train_images": SPLIT_SIZES["train800val200"], "test_images": r["test_images"],
+              "typical_source_size": r["typical_source_size"]} for r in _rows()]
+    try:
+        est = time_estimate(sizes, args.method, args.device, args.amp, args.batch_size, args.eval_batch_size,
+                            steps=args.steps, decode_workers=args.decode_workers, progress=ui.progress)
+    finally:
+        ui.close()
+    est["environment"] = environment(args.device, args.amp)
+    est["command"] = "petlbench " + " ".join(shlex.quote(a) for a in args.argv)
+    os.makedirs(args.out, exist_ok=True)
+    path = os.path.join(args.out, f"vtab_estimate_{args.method}_{args.device.replace(':', '')}.json")
+    write_text(path, json.dumps(est, indent=1) + "\n")
+    t = est["totals_s"]
+    decode = est["decode_s_per_image"].values()
+    ui.say(f"VTAB-1k, {args.method}, {args.device} amp={args.amp}: train step (batch {args.batch_size}) "
+           f"{est['train_step_s'] * 1e3:.0f} ms, eval {est['eval_s_per_image'] * 1e3:.2f} ms/image, decode "
+           f"{min(decode) * 1e3:.2f}-{max(decode) * 1e3:.2f} ms/image on {args.decode_workers} workers")
+    ui.say(f"estimate: decode {t['decode_s'] / 60:.1f} min + train {t['train_s'] / 60:.1f} min + test evaluations "
+           f"{t['eval_s'] / 60:.1f} min = {est['total_minutes']:.1f} min  ({path})")
+    return 0
+
+
+BENCHMARKS.add(Benchmark(
+    "vtab", "VTAB-1k: 19 datasets, 1,000 training images each", table_name="vtab1k",
+    table_title="VTAB-1k (ViT-B/16): top-1 (%)", order=0, always=True,
+    columns=lambda: [(d, TASKS.get(f"vtab/{d}").group) for d in DATASETS],
+    published=read_published,
+    data_source="NOAH's VTAB-1k jpg export with list files (not TFDS tensors; the two sources differ by up to ~10 "
+                "points on some datasets)",
+    commands=(Command("estimate-vtab", "estimate a whole VTAB-1k run from measured per-step/image costs",
+                      _configure_estimate, _estimate, uses_store=False),)))

@@ -20,7 +20,7 @@ def record(task: str, method: str, value: float, overrides: dict | None = None, 
            "variant": variant_of_spec(task, method, cfg, proto), "numerics": spec.numerics(), "seed": proto["seed"],
            "status": status,
            "params": {"trainable": 239808, "paper": 221184, "head": 7690, "backbone_total": 86e6},
-           "selection": proto["selection"], "device": "cpu", "versions": {"petlbench": "test"}}
+           "selection": proto.get("selection", ""), "device": "cpu", "versions": {"petlbench": "test"}}
     if status == "ok":
         metrics = {"top1": value, "epoch": 100, "split": "test"}
         if val_top1 is not None:

@@ -176,6 +176,7 @@ def test_sigterm_says_terminated_and_exits_143(tmp_path):
     assert p.returncode == 143 and err.strip() == "petlbench: terminated"
 
 
+@pytest.mark.video
 def test_decode_videos(tmp_path, cache):
     cv2 = pytest.importorskip("cv2")
     pytest.importorskip("decord")

@@ -15,7 +15,8 @@ import torch.multiprocessing as mp
 from petlbench.config import parse_overrides
 from petlbench.engine import TensorBatches
 from petlbench.errors import ConfigError
-from petlbench.run import execute, load_split, resolve
+from petlbench.loaders import load_split
+from petlbench.run import execute, resolve
 from petlbench.store import ResultStore
 from petlbench.tasks.mini import generate
 

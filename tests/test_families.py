@@ -87,6 +87,7 @@ from tiny import OPENCLIP_TINY, has_open_clip  # noqa: E402
 needs_clip = pytest.mark.skipif(not has_open_clip(), reason="open_clip_torch not installed")
 
 
+@pytest.mark.clip
 @needs_clip
 @pytest.mark.parametrize("method,want", [
     ("repadapter", 2 * 2 * (13 * 64 + 8)),             # tiny CLIP: 2 blocks of width 64; in_proj and c_fc
@@ -99,6 +100,7 @@ def test_openclip_counts(method, want):
     assert petlbench.count_trainable(build(method, "openclip"), include_head=False) == want
 
 
+@pytest.mark.clip
 @needs_clip
 def test_openclip_zero_shot_head_is_clips_zero_shot_classifier():
     import open_clip
@@ -119,6 +121,7 @@ def test_openclip_zero_shot_head_is_clips_zero_shot_classifier():
     assert not any(n.startswith("transformer.") or "token_embedding" in n for n, _ in model.named_parameters())
 
 
+@pytest.mark.clip
 @needs_clip
 @pytest.mark.parametrize("kwargs,message", [
     ({"backbone": "openclip:ViT-B-61"}, "did you mean 'ViT-B-16'"),

@@ -288,7 +288,7 @@ def test_undecodable_image_under_workers_is_one_line(tmp_path):
     assert "\n" not in msg and "Original Traceback" not in msg and "worker" not in msg
 
     # the runner's loader (petlbench.run.LoaderBatches: persistent workers, collate_skip)
-    from petlbench.run import LoaderBatches
+    from petlbench.loaders import LoaderBatches
 
     batches = LoaderBatches(ImageDataset(samples, resize_to_uint8(8)), 2, shuffle=False, workers=2, seed=0)
     with pytest.raises(DataError) as e:

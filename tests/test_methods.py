@@ -1,7 +1,10 @@
-"""One matrix: every registered method x every tiny ViT variant, through the same checks."""
+"""One matrix: every registered method x every tiny backbone variant of the families it supports, through the
+same checks. What to expect comes from what each method declares: its families (from its sites), what it trains
+(`trainable_parameters`) and whether it merges (`merge_blocker`); no method is named here."""
 from __future__ import annotations
 
 import collections
+import dataclasses
 
 import pytest
 import torch
@@ -12,23 +15,18 @@ from petlbench.method import METHODS, Wrapper
 
 from tiny import FAMILY, NUM_CLASSES, VARIANTS, build, images, plain, randomize_trainable
 
-# Skips come from what each method declares (its families, mergeable, merge_blocker), not from lists here.
 MATRIX = [(m, v) for m in petlbench.list_methods() for v in VARIANTS if FAMILY[v] in METHODS.get(m).families]
 UNSUPPORTED = sorted({(m, FAMILY[v]) for m in petlbench.list_methods() for v in VARIANTS
                       if FAMILY[v] not in METHODS.get(m).families})
-MERGEABLE = [(m, v) for m, v in MATRIX if METHODS.get(m).mergeable and not petlbench.get_method(m).merge_blocker(FAMILY[v])]
-BLOCKED = [(m, v) for m, v in MATRIX if METHODS.get(m).mergeable and petlbench.get_method(m).merge_blocker(FAMILY[v])]
-NOT_MERGEABLE = sorted({m for m, _ in MATRIX if not METHODS.get(m).mergeable})
+MERGES = [(m, v) for m, v in MATRIX if petlbench.get_method(m).merge_blocker(FAMILY[v]) is None]
+DOES_NOT_MERGE = [(m, v) for m, v in MATRIX if (m, v) not in MERGES]
 
 
-def _method_owned(model) -> set[int]:
-    """ids of parameters the method may train, derived structurally from what the method did."""
-    name = model.petl.method
-    if name == "full":
-        return {id(p) for p in model.parameters()}
-    if name == "bitfit":
-        return {id(m.bias) for m in model.modules() if isinstance(getattr(m, "bias", None), torch.nn.Parameter)}
-    return {id(p) for m in model.modules() if isinstance(m, Wrapper) for _, p in m.own_parameters()}
+def _should_train(model) -> set[str]:
+    """What the method says trains, and the head (the core always trains it)."""
+    head = {id(p) for p in head_parameters(model)}
+    return petlbench.method_of(model).trainable_parameters(model) | {
+        n for n, p in model.named_parameters() if id(p) in head}
 
 
 @pytest.mark.parametrize("method,variant", MATRIX)
@@ -40,15 +38,18 @@ def test_forward_shape_and_finite(method, variant):
 
 
 @pytest.mark.parametrize("method,variant", MATRIX)
-def test_trainable_is_method_plus_head(method, variant):
+def test_trainable_is_what_the_method_says_plus_head(method, variant):
     model = build(method, variant)
-    trainable = {id(p) for p in model.parameters() if p.requires_grad}
-    head = {id(p) for p in head_parameters(model)}
-    assert head and head <= trainable
-    assert trainable == _method_owned(model) | head
-    assert petlbench.count_trainable(model) == sum(p.numel() for p in model.parameters() if p.requires_grad)
-    assert petlbench.count_trainable(model, include_head=False) == petlbench.count_trainable(model) - sum(
-        p.numel() for p in head_parameters(model))
+    named = dict(model.named_parameters())
+    says = petlbench.method_of(model).trainable_parameters(model)
+    assert says <= set(named)
+    added = {f"{n}.{p}" for n, m in model.named_modules() if isinstance(m, Wrapper) for p, _ in m.own_parameters()}
+    assert added <= says  # every parameter a method adds trains (none is dead weight)
+    assert {n for n, p in named.items() if p.requires_grad} == _should_train(model)
+    head = sum(p.numel() for p in head_parameters(model))
+    assert head > 0
+    assert petlbench.count_trainable(model) == sum(named[n].numel() for n in _should_train(model))
+    assert petlbench.count_trainable(model, include_head=False) == petlbench.count_trainable(model) - head
 
 
 @pytest.mark.parametrize("method,variant", MATRIX)
@@ -66,12 +67,13 @@ def test_frozen_means_frozen(method, variant):
     opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
     loss = torch.nn.functional.cross_entropy(model(images(8)), torch.arange(8) % NUM_CLASSES)
     loss.backward()
-    no_grad = [n for n, p in model.named_parameters() if p.requires_grad and (p.grad is None or p.grad.abs().sum() == 0)]
+    train = _should_train(model)
+    no_grad = sorted(n for n, p in model.named_parameters() if n in train and (p.grad is None or p.grad.abs().sum() == 0))
     assert no_grad == [], f"trainable tensors without gradient: {no_grad[:5]}"
     opt.step()
-    for n, p in model.named_parameters():
-        changed = not torch.equal(before[n], p.detach())
-        assert changed == p.requires_grad, f"{n}: requires_grad={p.requires_grad} but changed={changed}"
+    changed = {n for n, p in model.named_parameters() if not torch.equal(before[n], p.detach())}
+    assert changed == train, f"changed but frozen: {sorted(changed - train)[:5]}; trainable but unchanged: " \
+                             f"{sorted(train - changed)[:5]}"
 
 
 @pytest.mark.parametrize("method,variant", MATRIX)
@@ -97,7 +99,7 @@ def test_save_load_roundtrip(method, variant, tmp_path):
             assert torch.equal(p, dict(model.named_parameters())[n])
 
 
-@pytest.mark.parametrize("method,variant", MERGEABLE)
+@pytest.mark.parametrize("method,variant", MERGES)
 def test_merge_is_exact_and_plain(method, variant):
     model = build(method, variant).eval()
     randomize_trainable(model)
@@ -115,20 +117,37 @@ def test_merge_is_exact_and_plain(method, variant):
     assert isinstance(model.petl, petlbench.PETLInfo)  # merge leaves the tuned model as it was
 
 
-@pytest.mark.parametrize("method", NOT_MERGEABLE)
-def test_merge_refuses_non_mergeable(method):
-    with pytest.raises(petlbench.MergeError, match=method):
-        petlbench.merge(build(method))
+@pytest.mark.parametrize("method,variant", DOES_NOT_MERGE)
+def test_merge_refusal_says_why(method, variant):
+    why = petlbench.get_method(method).merge_blocker(FAMILY[variant])
+    with pytest.raises(petlbench.MergeError, match=f"method '{method}' on this {FAMILY[variant]} backbone does not merge"
+                       ) as err:
+        petlbench.merge(build(method, variant))
+    assert why in str(err.value)
+
+
+@pytest.mark.parametrize("method", petlbench.list_methods())
+def test_describe_answers_what_the_matrix_finds(method):
+    d = METHODS.get(method).describe()
+    assert d["families"] == list(METHODS.get(method).families)
+    for m, v in MATRIX:
+        if m == method:
+            assert (FAMILY[v] in d["merges_on"]) == ((m, v) in MERGES)
+    assert d["mergeable"] == bool(d["merges_on"])
 
 
 @pytest.mark.parametrize("method,family", UNSUPPORTED)
 def test_unsupported_backbone_is_a_clear_error(method, family):
     variant = next(v for v in VARIANTS if FAMILY[v] == family)
-    with pytest.raises(petlbench.PETLBenchError, match=f"does not support {family} backbones"):
+    with pytest.raises(petlbench.ConfigError, match=f"does not support {family} backbones .*: .*; it supports: "):
         build(method, variant)
 
 
-@pytest.mark.parametrize("method,variant", BLOCKED)
-def test_merge_blocked_configuration_says_why(method, variant):
-    with pytest.raises(petlbench.MergeError, match="does not merge"):
-        petlbench.merge(build(method, variant))
+@pytest.mark.parametrize("method", petlbench.list_methods())
+def test_variant_keys_and_names(method):
+    cls = METHODS.get(method)
+    defaults = dataclasses.asdict(cls.config_cls())
+    key = cls.variant_key({})
+    assert isinstance(key, str) and key and cls.variant_name(key)
+    assert cls.variant_key(defaults) == key  # a missing option means its default
+    assert set(cls.key_options) <= set(defaults)

@@ -55,7 +55,7 @@ def test_shipped_backbone_loads_strictly():
 
 
 def test_quick_driver_writes_table_and_plot(root, tmp_path, monkeypatch):
-    from petlbench import mini as driver
+    from petlbench.tasks import mini as driver
     from petlbench.store import ResultStore
 
     full_plan = driver.mini_plan

@@ -40,6 +40,7 @@ def test_unknown_timm_name_is_the_usual_error():
         input_normalization("vit_nope", True)
 
 
+@pytest.mark.clip
 @needs_clip
 def test_openclip_tags_report_open_clips_pretrained_cfg(tmp_path):
     assert input_normalization("openclip:ViT-B-16", "openai") == (OPENAI_CLIP_MEAN, OPENAI_CLIP_STD)
@@ -50,6 +51,7 @@ def test_openclip_tags_report_open_clips_pretrained_cfg(tmp_path):
     assert input_normalization("openclip:ViT-L-14", str(f)) == (OPENAI_CLIP_MEAN, OPENAI_CLIP_STD)  # a file
 
 
+@pytest.mark.clip
 @needs_clip
 def test_clip_classifier_says_what_it_expects(tmp_path):
     import open_clip

@@ -292,7 +292,7 @@ def test_train_transform_equals_timm_with_the_authors_arguments(recipe, task):
     from timm.data.random_erasing import RandomErasing
 
     from petlbench.engine import IMAGENET_MEAN, IMAGENET_STD
-    from petlbench.run import _keep_posterize_bits, train_transform
+    from petlbench.loaders import _keep_posterize_bits, train_transform
 
     p = resolve(task, "linear", {"recipe": recipe}).protocol
     ours = train_transform(p)
@@ -439,10 +439,12 @@ def test_docs_list_the_recipes_side_by_side(capsys):
     assert table in docs, "regenerate it: .venv/bin/python scripts/update_recipe_docs.py"
 
 
+@pytest.mark.clip
 def test_clip_towers_normalise_with_their_own_statistics():
     """open_clip backbones default to normalize=model: CLIP's mean/std from open_clip's pretrained config, not
     ImageNet's; a recipe or an override still decides when it says so."""
-    from petlbench.run import input_normalization
+    pytest.importorskip("open_clip")
+    from petlbench.loaders import input_normalization
 
     clip = {"backbone": "openclip:ViT-B-16", "weights": "openai", "drop_path": 0.0}
     p = resolve("mini/digits", "linear", clip).protocol

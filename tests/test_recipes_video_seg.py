@@ -237,6 +237,7 @@ def test_mmseg_recipe_equals_the_task_protocol(task):
     assert {k: v for k, v in p.items() if k != "recipe"} == {k: v for k, v in tp.items() if k != "recipe"}
 
 
+@pytest.mark.segmentation
 @pytest.mark.parametrize("task", sorted(SEG))
 def test_mmseg_recipe_equals_the_shipped_and_mmseg_configs(task):
     pytest.importorskip("mmengine")
@@ -272,6 +273,7 @@ def test_mmseg_recipe_equals_the_shipped_and_mmseg_configs(task):
     assert any(pretrained in d for d in RECIPES.get(name).deviations)
 
 
+@pytest.mark.segmentation
 @pytest.mark.parametrize("task", sorted(SEG))
 def test_mmseg_recipe_reaches_the_runner_config(task):
     """build_config puts the recipe's values into the mmengine config a run trains with."""

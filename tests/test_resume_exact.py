@@ -224,7 +224,7 @@ def _epochs(loader, epochs, start=0):
 
 @pytest.mark.parametrize("workers", [0, 2])
 def test_loader_augmentations_are_a_function_of_the_epoch(workers):
-    from petlbench.run import LoaderBatches
+    from petlbench.loaders import LoaderBatches
 
     ref = _epochs(LoaderBatches(_Noise(10), 4, True, 0, seed=7), 3)
     persistent = _epochs(LoaderBatches(_Noise(10), 4, True, workers, seed=7), 3)
@@ -241,7 +241,7 @@ def test_loader_in_the_main_process_leaves_the_global_generators_alone():
 
     import numpy as np
 
-    from petlbench.run import LoaderBatches
+    from petlbench.loaders import LoaderBatches
 
     random.seed(1), np.random.seed(1), torch.manual_seed(1)
     expected = random.random(), float(np.random.rand()), float(torch.rand(()))

@@ -155,7 +155,7 @@ def test_fewshot_randaugment_survives_magnitude_10_posterize():
     """NOAH's "rand-m9-mstd0.5-inc1" draws magnitude 10 now and then: 0 bits of posterize, which current Pillow
     rejects; the transform keeps the published behaviour (a black image) instead of killing the worker: in the
     task's own augmentation and in the recipe's timm create_transform."""
-    from petlbench.run import train_transform
+    from petlbench.loaders import train_transform
     from petlbench.task import TASKS
 
     for proto in (TASKS.get("fewshot/food101").protocol, resolve("fewshot/food101", "lora").protocol):

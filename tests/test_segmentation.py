@@ -15,6 +15,7 @@ import petlbench
 import seg_tiny
 
 pytestmark = pytest.mark.segmentation
+pytest.importorskip("mmseg")
 
 from mmengine.config import Config  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402

@@ -222,6 +222,7 @@ def test_the_decode_cache_checks_each_pair_once(ade, tmp_path, monkeypatch):
     assert seen[8:] == [samples[5].path]
 
 
+@pytest.mark.segmentation
 def test_a_truncated_ade20k_image_fails_the_run_before_training(ade, tmp_path):
     pytest.importorskip("mmseg")
     import seg_tiny
@@ -244,7 +245,7 @@ def test_batches_drop_a_last_training_batch_of_one_sample():
     import torch
 
     from petlbench.engine import TensorBatches
-    from petlbench.run import LoaderBatches
+    from petlbench.loaders import LoaderBatches
 
     x, y = torch.zeros(9, 3, 2, 2, dtype=torch.uint8), torch.arange(9)
     assert [len(b) for _, b in TensorBatches(x, y, 4, True, drop_single=True)] == [4, 4]
@@ -272,6 +273,7 @@ def test_batches_drop_a_last_training_batch_of_one_sample():
     assert [len(b) for _, b in LoaderBatches(Items(), 4, False, 0, 0)] == [4, 4, 1]
 
 
+@pytest.mark.video
 def test_hmdb51_with_a_last_training_batch_of_one_clip_trains_and_records(tmp_path):
     """51 training clips in batches of 10 (drop_last off): the last batch holds one clip, on which the video head's
     BatchNorm1d would raise "Expected more than 1 value per channel"; it is dropped and the run is recorded."""

@@ -11,6 +11,7 @@ import random
 import pytest
 import torch
 
+pytestmark = pytest.mark.video
 cv2 = pytest.importorskip("cv2")
 pytest.importorskip("decord")
 import numpy as np  # noqa: E402

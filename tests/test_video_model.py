@@ -1,12 +1,18 @@
 """The VideoMAE-layout video ViT: every method on a tiny one (forward, trainable set, save/load, merge exactness and
 plainness), ViT-B parameter counts with the published video RepAdapter (hidden 2), VideoMAE checkpoint key
-mapping, multi-view test averaging, and a short training run that lowers the loss."""
+mapping, multi-view test averaging, and a short training run that lowers the loss. Also: every backbone petlbench
+defines registers with timm from its own module, as timm's model files do."""
 from __future__ import annotations
 
 import collections
+import dataclasses
+import os
+import sys
 
 import pytest
+import timm
 import torch
+from timm.models import get_pretrained_cfg, model_entrypoint
 
 import petlbench
 from petlbench.backbones import create_backbone, head_parameters
@@ -17,6 +23,33 @@ from tiny import randomize_trainable
 NAME = "videomae_vit_base_patch16_224"
 TINY = dict(img_size=32, patch_size=8, embed_dim=64, depth=2, num_heads=2, num_frames=4)
 VIT_METHODS = [m for m in petlbench.list_methods() if "vit" in METHODS.get(m).families]
+# timm entry points whose code lies in the petlbench package, whatever module they claim (`__module__`)
+PETLBENCH_DIR = os.path.dirname(os.path.abspath(petlbench.__file__))
+OWN_MODELS = sorted(n for n in timm.list_models() if os.path.abspath(
+    model_entrypoint(n).__code__.co_filename).startswith(PETLBENCH_DIR + os.sep))
+
+
+def test_own_models_are_listed():
+    assert {"petlbench_vit_mini", NAME} <= set(OWN_MODELS)
+
+
+@pytest.mark.parametrize("name", OWN_MODELS)
+def test_own_model_registers_from_its_own_module(name):
+    """timm reads `default_cfgs` of the module an entry point claims: that module must be the file defining it."""
+    fn = model_entrypoint(name)
+    module = sys.modules[fn.__module__]
+    assert fn.__module__.startswith("petlbench.models."), fn.__module__
+    assert os.path.samefile(fn.__code__.co_filename, module.__file__), (fn.__module__, fn.__code__.co_filename)
+    assert name in module.default_cfgs
+    cfg = get_pretrained_cfg(name)
+    assert cfg == dataclasses.replace(module.default_cfgs[name].default, architecture=name, tag=cfg.tag)
+
+
+def test_default_cfgs_hold_only_their_own_modules_models():
+    holders = {n: m for n, m in sys.modules.items() if n.split(".")[0] == "petlbench" and hasattr(m, "default_cfgs")}
+    assert {model_entrypoint(n).__module__ for n in OWN_MODELS} <= set(holders)
+    for module_name, module in holders.items():
+        assert set(module.default_cfgs) == {n for n in OWN_MODELS if model_entrypoint(n).__module__ == module_name}
 
 
 def clips(n: int = 3) -> torch.Tensor:
@@ -135,6 +168,7 @@ def test_a_short_training_run_lowers_the_loss():
     assert res.history[-1]["loss"] < res.history[0]["loss"]
 
 
+@pytest.mark.video
 def test_hmdb51_run_end_to_end(tmp_path):
     """`petlbench run --task video/hmdb51` on generated videos in the official layout: decord in the loader,
     the VideoMAE backbone with RepAdapter (hidden 2, the task default), multi-view test, one record."""
@@ -153,6 +187,7 @@ def test_hmdb51_run_end_to_end(tmp_path):
     assert rec["params"]["trainable"] == 12 * 2 * (768 * 2 + 2 + 768 + 768)  # ViT-B, RepAdapter hidden 2
 
 
+@pytest.mark.video
 def test_missing_video_fails_naming_the_list_line_or_is_skipped_and_recorded(tmp_path):
     import os
 

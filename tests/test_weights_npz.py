@@ -247,6 +247,7 @@ def test_uncached_hub_tag_still_fails_at_once(no_network):
         resolve_weights(BACKBONE, TAG)
 
 
+@pytest.mark.clip
 @pytest.mark.filterwarnings("error:QuickGELU mismatch")
 def test_cached_openclip_tag_loads_offline_and_restores(no_network):
     open_clip = pytest.importorskip("open_clip")

@@ -116,7 +116,7 @@ RECIPES.add(Recipe(
     deviations=(
         TIMM_VERSION,
         "Seeds: NOAH trains every split seed with --seed 0 ({T}:170) and varies only --few-shot-seed; "
-        "scripts/sweeps/fewshot.yaml sets the training seed to the split seed (seed=s with "
+        "tasks/sweeps/fewshot.yaml sets the training seed to the split seed (seed=s with "
         "train_shot<k>_seed<s>); pass seed=0 to train as NOAH did.".format(T=T),
         "Erasing runs on the normalised batch on the device (timm's prefetcher path) instead of per image in "
         "the loader: the same operation and distribution (tests/test_recipes.py compares them image by image).",

@@ -35,8 +35,22 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+from petlbench.benchmark import BENCHMARKS, Benchmark
 from petlbench.data import DataError
+from petlbench.tables import REFERENCE_DIR as _REFERENCE_DIR
+from petlbench.tables import (Column, Table, cell_of, collapse_search, finished, measured_rows, protocol_note,
+                              published, published_row, recipe_notes, recipes_of, search_note)
 from petlbench.task import TASKS, Protocol, Task
+
+
+@dataclass
+class SegProtocol(Protocol):
+    """The shared protocol plus what an mmengine segmentation run needs: the config file (a shipped name or a
+    path) and the length of training in iterations (`eval_every` counts iterations between validations). The
+    rest of the recipe (schedule, augmentation, heads) is in the config file."""
+
+    seg_config: str = ""
+    max_iters: int = 0
 
 ADE_FOLDERS = ("ADEChallengeData2016", os.path.join("ade", "ADEChallengeData2016"), "ade20k")
 ADE_SPLITS = ("training", "validation")
@@ -195,25 +209,97 @@ def _run(*args, **kwargs):
 
 
 SEG_COMMON = dict(img_size=512, batch_size=16, max_iters=160_000, eval_every=16_000, drop_path=0.0,
-                  epochs=1, warmup_epochs=0, normalize="imagenet", train_split="training",
-                  clean_train_split="training", val_split="validation", test_split="validation")
+                  train_split="training", test_split="validation")
 # RepAdapter's segmentation setting trains the adapters, the heads and every backbone bias.
 SEG_METHOD_DEFAULTS = {"repadapter": {"train_bias": True}}
 
 TASKS.add(Task(
     name="seg/ade20k", benchmark="seg", num_classes=NUM_CLASSES, splits=ADE_SPLITS, samples_fn=ade_samples,
-    protocol=Protocol(**SEG_COMMON, backbone="vit_large_patch16_224", weights="vit_large_patch16_224.orig_in21k",
-                      optimizer="sgd", lr=1e-3, momentum=0.9, weight_decay=0.0,
-                      seg_config="setr_pup_vit-l16_ade20k_512"),
-    method_defaults=SEG_METHOD_DEFAULTS, runner=_run, recipe="mmseg-setr-ade20k",
+    protocol=SegProtocol(**SEG_COMMON, backbone="vit_large_patch16_224", weights="vit_large_patch16_224.orig_in21k",
+                         optimizer="sgd", lr=1e-3, momentum=0.9, weight_decay=0.0,
+                         seg_config="setr_pup_vit-l16_ade20k_512"),
+    method_defaults=SEG_METHOD_DEFAULTS, recipe="mmseg-setr-ade20k",
     summary="ADE20K (150 classes), 20,210 train / 2,000 val images; SETR-PUP on ViT-L/16, 512x512, 160k iters "
             "(RepAdapter paper); mIoU",
 ))
 TASKS.add(Task(
     name="seg/ade20k-upernet", benchmark="seg", num_classes=NUM_CLASSES, splits=ADE_SPLITS,
     samples_fn=ade_samples,
-    protocol=Protocol(**SEG_COMMON, backbone="vit_base_patch16_224", weights="vit_base_patch16_224.orig_in21k",
-                      optimizer="adamw", lr=6e-5, weight_decay=0.01, seg_config="upernet_vit-b16_ade20k_512"),
-    method_defaults=SEG_METHOD_DEFAULTS, runner=_run, recipe="mmseg-upernet-ade20k",
+    protocol=SegProtocol(**SEG_COMMON, backbone="vit_base_patch16_224", weights="vit_base_patch16_224.orig_in21k",
+                         optimizer="adamw", lr=6e-5, weight_decay=0.01, seg_config="upernet_vit-b16_ade20k_512"),
+    method_defaults=SEG_METHOD_DEFAULTS, recipe="mmseg-upernet-ade20k",
     summary="ADE20K (150 classes); UperNet on ViT-B/16, 512x512, 160k iters (lighter baseline); mIoU",
 ))
+
+
+# --- results: mIoU per measured setting; V-PETL Bench's Swin-L rows in a column of their own --------------------
+def read_published(reference_dir: str):
+    """The ADE20K rows of V-PETL Bench's dense table (reference/dense_published.csv), long."""
+    from petlbench.tables import published_frame, read_reference
+
+    df = read_reference("dense_published.csv", reference_dir)
+    if df is None:
+        return None
+    long = df[df["dataset"] == "ade20k"].rename(columns={"value_pct": "value"})
+    long = long.assign(key=long["method"].str.lower() + " (" + long["backbone"] + ")",
+                       label=long["method"] + " (" + long["backbone"] + ")")
+    return published_frame(long)
+
+
+# Segmentation columns: task dataset -> header. Published ADE20K rows (V-PETL Bench, Swin-L) get a column of their
+# own: another backbone and decode head, never a baseline for the ViT columns.
+SEG_HEADERS = {"ade20k": "SETR-PUP, ViT-L/16", "ade20k-upernet": "UperNet, ViT-B/16"}
+SEG_PUBLISHED = "ade20k:published-setting"
+
+
+def miou_tables(bench, frame, search: tuple[str, ...] = (), reference_dir: str = _REFERENCE_DIR,
+                results_dir: str | None = None) -> list[Table]:
+    """ADE20K: a row per variant, a column per measured setting (decode head + backbone), single-scale mIoU;
+    published rows in their own column (their setting differs)."""
+    ok = collapse_search(finished(frame, bench.name), search)
+    measured = sorted(set(ok["dataset"])) if not ok.empty else []
+    order = [d for d in SEG_HEADERS if d in measured] + [d for d in measured if d not in SEG_HEADERS]
+    if not order:
+        order = list(SEG_HEADERS)
+    pub = published(bench.name, reference_dir)
+    columns = [Column(d, SEG_HEADERS.get(d, d), "Measured here") for d in order]
+    if not pub.empty:
+        backbones = ", ".join(sorted({lab.rsplit("(", 1)[-1].rstrip(")") for lab in pub["label"]}))
+        columns.append(Column(SEG_PUBLISHED, f"V-PETL Bench setting, {backbones}", "Published"))
+    table = Table("seg", "ADE20K semantic segmentation (150 classes, 512x512): single-scale mIoU (%)", columns)
+    table.rows += measured_rows(ok)
+    table.rows += [published_row(key, sub, {SEG_PUBLISHED: cell_of(sub["value"])})
+                   for key, sub in pub.groupby("key", sort=False)]
+    table.notes += [
+        "mIoU (%) over the 150 classes, single scale, of the final iteration on the validation split (ADE20K's "
+        "test labels are not public; the papers report validation), computed by mmsegmentation's IoUMetric. A cell "
+        "is the mean over seeds (+- sample std when there are several, n in the CSV); missing cells are runs not "
+        "in the store, never zeros. aAcc and mAcc are in each run's record.",
+        "Params (M): backbone-side trainable parameters in millions in each method's paper convention (RepAdapter: "
+        "adapter weights; it also trains the backbone biases here, as its paper does for segmentation), decode and "
+        "auxiliary heads excluded (the heads' counts are in the records).",
+        "RepAdapter's own ADE20K numbers (SETR, ViT-L/16) are not in the reference folder: no published row for "
+        "the measured columns. The published column is another backbone and decode head; compare within a "
+        "column only.",
+    ]
+    table.notes += protocol_note(ok, bench.data_source) + search_note(ok, search)
+    table.notes += recipe_notes(list(recipes_of(ok)) + list(pub["recipe"]))
+    if not pub.empty:
+        table.notes.append("Published rows: " + "; ".join(sorted({str(x) for x in pub["source"]})) + ".")
+    return [table]
+
+
+def miou_plots(table, out_dir: str) -> list[str]:
+    """One plot per measured setting (decode head + backbone): mIoU vs parameters."""
+    from petlbench import plots
+
+    paths = []
+    for col in (c for c in table.columns if c.group == "Measured here"):
+        paths += plots.accuracy_vs_params(table, os.path.join(out_dir, f"seg_{col.key}_miou_vs_params"),
+                                          key=col.key, metric="mIoU (%)")
+    return paths
+
+
+BENCHMARKS.add(Benchmark(
+    "seg", "ADE20K semantic segmentation through mmsegmentation", order=40, published=read_published,
+    tables=miou_tables, plots=miou_plots, runner=_run))

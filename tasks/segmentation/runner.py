@@ -32,7 +32,8 @@ from petlbench.atomic import atomic_write_bytes
 from petlbench.data import DataError
 from petlbench.engine import NonFiniteLoss
 from petlbench.errors import ConfigError
-from petlbench.run import RunSpec, base_record, finished_record, loader_workers, run_name
+from petlbench.loaders import loader_workers
+from petlbench.run import RunSpec, base_record, finished_record, run_name
 from petlbench.store import ResultStore
 
 from . import ade_folder, check_split, config_path

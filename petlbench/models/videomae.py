@@ -1,4 +1,5 @@
-"""A video ViT in the VideoMAE layout, built from timm's VisionTransformer so every method applies unchanged.
+"""A video ViT in the VideoMAE layout, built from timm's VisionTransformer so every method applies unchanged;
+registered with timm as `videomae_vit_base_patch16_224`.
 
     x (B, 3, T, H, W) -> tubelet embedding: Conv3d with kernel = stride = (2, 16, 16) -> (B, T/2 * H/16 * W/16, D)
       + a fixed sinusoidal position table (VideoMAE's get_sinusoid_encoding_table; a buffer, never trained)
@@ -27,9 +28,12 @@ from functools import partial
 
 import torch
 import torch.nn as nn
+from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 from timm.models.vision_transformer import VisionTransformer
 
-from .errors import PETLBenchError
+from ..errors import ConfigError, PETLBenchError
+
+__all__ = ["TubeletEmbed", "VideoVisionTransformer", "is_video_model", "load_videomae", "videomae_state_dict"]
 
 
 def sinusoid_table(n_position: int, dim: int) -> torch.Tensor:
@@ -48,7 +52,7 @@ class TubeletEmbed(nn.Module):
                  bias: bool = True, num_frames: int = 8, tubelet_size: int = 2, **_):
         super().__init__()
         if num_frames % tubelet_size:
-            raise PETLBenchError(f"num_frames={num_frames} is not a multiple of the tubelet size {tubelet_size}")
+            raise ConfigError(f"num_frames={num_frames} is not a multiple of the tubelet size {tubelet_size}")
         self.patch_size = (patch_size, patch_size)
         self.grid_size = (num_frames // tubelet_size, img_size // patch_size, img_size // patch_size)
         self.num_patches = math.prod(self.grid_size)
@@ -83,29 +87,22 @@ class VideoVisionTransformer(VisionTransformer):
         return self.head
 
 
-def _register() -> None:
-    from timm.models import register_model
-    from timm.models._builder import build_model_with_cfg
-    from timm.models._registry import generate_default_cfgs
+default_cfgs = generate_default_cfgs({"videomae_vit_base_patch16_224": {
+    "url": "", "num_classes": 0, "input_size": (3, 224, 224), "interpolation": "bicubic", "crop_pct": 1.0,
+    "mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225), "first_conv": "patch_embed.proj",
+    "classifier": "head"}})
 
-    import petlbench.backbones as host  # timm's register_model reads the defining module's default_cfgs
 
-    host.default_cfgs.update(generate_default_cfgs({"videomae_vit_base_patch16_224": {
-        "url": "", "num_classes": 0, "input_size": (3, 224, 224), "interpolation": "bicubic", "crop_pct": 1.0,
-        "mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225), "first_conv": "patch_embed.proj",
-        "classifier": "head"}}))
-
-    def videomae_vit_base_patch16_224(pretrained: bool = False, **kwargs):
-        """VideoMAE ViT-B/16, 8 frames, tubelet 2 (AdaptFormer's video backbone); weights: a local VideoMAE file."""
-        args = dict(img_size=224, patch_size=16, embed_dim=768, depth=12, num_heads=12, mlp_ratio=4.0, qkv_bias=True)
-        args.update(kwargs)
-        return build_model_with_cfg(VideoVisionTransformer, "videomae_vit_base_patch16_224", pretrained, **args)
-
-    videomae_vit_base_patch16_224.__module__ = host.__name__
-    register_model(videomae_vit_base_patch16_224)
+@register_model
+def videomae_vit_base_patch16_224(pretrained: bool = False, **kwargs) -> VideoVisionTransformer:
+    """VideoMAE ViT-B/16, 8 frames, tubelet 2 (AdaptFormer's video backbone); weights: a local VideoMAE file."""
+    args = dict(img_size=224, patch_size=16, embed_dim=768, depth=12, num_heads=12, mlp_ratio=4.0, qkv_bias=True)
+    args.update(kwargs)
+    return build_model_with_cfg(VideoVisionTransformer, "videomae_vit_base_patch16_224", pretrained, **args)
 
 
 def is_video_model(model: nn.Module) -> bool:
+    """Whether `model` embeds (B, 3, T, H, W) clips by tubelets (the video ViT of this module)."""
     return isinstance(getattr(model, "patch_embed", None), TubeletEmbed)
 
 
@@ -154,5 +151,3 @@ def load_videomae(model: nn.Module, path: str) -> nn.Module:
                              f"{' ...' if len(missing) > 8 else ''}, unexpected {list(unexpected)[:8]}")
     return model
 
-
-_register()
