@@ -1,6 +1,7 @@
 """petlbench: parameter-efficient transfer learning on vision backbones, benchmarked on one footing.
 
     petlbench methods                      list the registered methods, their options and defaults
+    petlbench benchmarks                   list the benchmark families (tasks/), their tasks and commands
     petlbench tasks [--benchmark NAME]     list the registered tasks, their classes, splits and protocol
     petlbench run --task T --method M ...  train one task with one method, append a record to the store
     petlbench sweep NAME|FILE              run a sweep (methods x tasks x seeds ...), skipping finished runs
@@ -89,6 +90,18 @@ class _Bar:
             self.bar = None
 
 
+def cmd_benchmarks(args: argparse.Namespace) -> int:
+    from .benchmark import BENCHMARKS
+    from .task import TASKS
+
+    for name in BENCHMARKS.names():
+        b = BENCHMARKS.get(name)
+        n = sum(TASKS.get(t).benchmark == name and not TASKS.get(t).eval_only for t in TASKS.names())
+        extra = f"; commands: {', '.join(c.name for c in b.commands)}" if b.commands else ""
+        print(f"{name:10s} {n:3d} tasks  {b.title}{extra}")
+    return 0
+
+
 def cmd_methods(args: argparse.Namespace) -> int:
     from .api import list_methods
     from .method import METHODS
@@ -164,17 +177,10 @@ def cmd_tasks(args: argparse.Namespace) -> int:
 
             from .config import build_config
             from .recipe import RECIPES
-            from .task import Protocol
 
-            p = build_config(Protocol, {**dataclasses.asdict(p), **RECIPES.get(t.recipe).protocol_values(task=n)},
+            p = build_config(type(p), {**dataclasses.asdict(p), **RECIPES.get(t.recipe).protocol_values(task=n)},
                              f"task {n!r} protocol")
-        if p.max_iters:  # iteration-based (segmentation): the rest of the recipe is in its config file
-            proto = (f"{p.optimizer} lr {p.lr:g} wd {p.weight_decay:g}, batch {p.batch_size}, {p.max_iters} iters "
-                     f"(val every {p.eval_every}), {p.img_size}px crops, {p.backbone}, config {p.seg_config}")
-        else:
-            proto = (f"{p.optimizer} lr {p.lr:g} wd {p.weight_decay:g}, batch {p.batch_size}, {p.epochs} ep "
-                     f"({p.warmup_epochs} warm-up), {p.img_size}px {p.interpolation}, "
-                     f"{'aug ' + p.randaugment if p.randaugment else 'no aug'}, {p.selection}")
+        proto = p.summary()
         if t.recipe:
             proto = f"recipe {t.recipe}: {proto}"
         role = "eval-only target" if t.eval_only else ""
@@ -458,8 +464,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     m = sub.add_parser("methods", help="list registered methods")
     m.set_defaults(func=cmd_methods)
+    sub.add_parser("benchmarks", help="list the benchmark families, their task counts and commands").set_defaults(
+        func=cmd_benchmarks)
     t = sub.add_parser("tasks", help="list registered tasks")
-    t.add_argument("--benchmark", default="", help="only this benchmark (vtab, fewshot, domain, mini)")
+    t.add_argument("--benchmark", default="", help="only this benchmark (see `petlbench benchmarks`)")
     t.set_defaults(func=cmd_tasks)
     rc = sub.add_parser("recipes", help="list the recipes (published training procedures), or show one with sources")
     rc.add_argument("name", nargs="?", default="", help="a recipe to show field by field, e.g. noah-fewshot")
@@ -469,7 +477,7 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("run", help="train and evaluate one task with one method")
     r.add_argument("--task", required=True, help="e.g. vtab/cifar (see `petlbench tasks`)")
     r.add_argument("--method", required=True, help="e.g. repadapter (see `petlbench methods`)")
-    r.add_argument("--data-root", default=None, help="folder holding the dataset folders (mini: generated)")
+    r.add_argument("--data-root", default=None, help="folder holding the dataset folders (default: generated, for a benchmark that generates its data)")
     r.add_argument("--force", action="store_true", help="run even if the store has this configuration")
     r.add_argument("--dry-run", action="store_true",
                    help="print the resolved configuration and recipe, each value with its source, and exit")
@@ -491,7 +499,7 @@ def build_parser() -> argparse.ArgumentParser:
             cp.set_defaults(func=lambda args, c=c: c.run(args, CommandUI(args)))
     sw = sub.add_parser("sweep", help="run a sweep file's runs that the store lacks (resumable; see petlbench/sweep.py)")
     sw.add_argument("file", help="a shipped sweep's name (see `petlbench sweeps`), e.g. vtab1k, or a sweep YAML file")
-    sw.add_argument("--data-root", default=None, help="folder holding the dataset folders (mini: generated)")
+    sw.add_argument("--data-root", default=None, help="folder holding the dataset folders (default: generated, for a benchmark that generates its data)")
     sw.add_argument("--retry-failed", action="store_true", help="rerun runs recorded as failed")
     sw.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="an override on top of the file's (repeatable), e.g. --set weights=/ckpt/videomae.pth")
@@ -548,7 +556,7 @@ def build_parser() -> argparse.ArgumentParser:
     cd = sub.add_parser("check-data", help="read every list of a task's splits, open every file, check sizes")
     which = cd.add_mutually_exclusive_group(required=True)
     which.add_argument("--task", help="e.g. vtab/cifar (see `petlbench tasks`)")
-    which.add_argument("--benchmark", help="every task of a benchmark: vtab, fewshot, domain, video, ...")
+    which.add_argument("--benchmark", help="every task of a benchmark (see `petlbench benchmarks`)")
     cd.add_argument("--data-root", required=True, help="folder holding the dataset folders")
     cd.add_argument("--split", default="", help="comma-separated splits to check (default: all of the task's)")
     cd.add_argument("--workers", type=int, default=None, help="threads opening files (default: 2 per CPU, max 32)")

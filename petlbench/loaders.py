@@ -11,7 +11,8 @@ import torch
 
 from . import distributed
 from .benchmark import of as benchmark_of
-from .data import DataError, ImageDataset, Sample, collate_skip, decode_all
+from .data import DataError, Sample
+from .decode import ImageDataset, collate_skip, decode_all
 from .engine import EvalSet, Execution, TensorBatches, evaluate
 from .errors import ConfigError
 from .task import TASKS, ClassificationProtocol, Task

@@ -323,7 +323,7 @@ def decode_seconds_per_image(width: int, height: int, out_size: int = 224, n: in
     import numpy as np
     from PIL import Image
 
-    from .data import resize_to_uint8
+    from .decode import resize_to_uint8
 
     rng = np.random.default_rng(seed)
     low = rng.integers(0, 255, (max(2, height // 8), max(2, width // 8), 3), dtype=np.uint8)

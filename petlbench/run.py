@@ -26,7 +26,19 @@ from .api import count_paper, count_trainable, create_model
 from .benchmark import of as benchmark_of
 from .checkpoint import save_tuned
 from .data import DataError
-from .engine import EvalSet, NonFiniteLoss, evaluate, resolve_device, seed_everything, train
+from .engine import (
+    BatchAugment,
+    EvalPlan,
+    EvalSet,
+    NonFiniteLoss,
+    OptimRecipe,
+    ResumeFile,
+    RunLog,
+    evaluate,
+    fit,
+    resolve_device,
+    seed_everything,
+)
 from .errors import ConfigError, PETLBenchError
 from .loaders import LoaderBatches, augmented, evaluate_targets, input_normalization, load_split
 from .spec import RunSpec, effective_amp, recipe_for, resolve, run_name, task_method_defaults, variant_of_spec
@@ -133,16 +145,12 @@ def execute(spec: RunSpec, data_root: str, store: ResultStore, out_dir: str, for
     }
     t0 = time.perf_counter()
     try:
-        res = train(model, train_batches, evals, epochs=p.epochs, lr=p.lr, weight_decay=p.weight_decay,
-                    optimizer=p.optimizer, momentum=p.momentum, warmup_epochs=p.warmup_epochs,
-                    warmup_lr=p.warmup_lr, min_lr=p.min_lr, label_smoothing=p.label_smoothing, mixup=p.mixup,
-                    cutmix=p.cutmix, num_classes=task.num_classes, eval_every=p.eval_every,
-                    eval_phase=p.eval_phase, normalize=norm, schedule=p.schedule, decay_filter=p.decay_filter,
-                    cooldown_epochs=p.cooldown_epochs,
-                    random_erasing=p.random_erasing if augmented(p) else 0.0, re_mode=p.re_mode,
-                    re_count=p.re_count, select_on=select_split, execution=ex, seed=p.seed,
-                    log_path=stem + ".log.jsonl", resume_path=stem + ".resume.pt", resume=not force,
-                    progress=progress)
+        res = fit(model, train_batches, EvalPlan(evals, p.eval_every, p.eval_phase, select_on=select_split),
+                  OptimRecipe.from_protocol(p),
+                  BatchAugment(norm, random_erasing=p.random_erasing if augmented(p) else 0.0, re_mode=p.re_mode,
+                               re_count=p.re_count, mixup=p.mixup, cutmix=p.cutmix,
+                               label_smoothing=p.label_smoothing, num_classes=task.num_classes),
+                  ex, RunLog(stem + ".log.jsonl", progress), ResumeFile(stem + ".resume.pt", read=not force))
     except (NonFiniteLoss, RuntimeError, DataError) as e:
         record.update(status="failed", reason=f"{type(e).__name__}: {e}",
                       traceback=traceback.format_exc(limit=5), seconds=round(time.perf_counter() - t0, 1))

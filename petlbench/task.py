@@ -39,6 +39,11 @@ class Protocol:
     test_split: str = "test"
     seed: int = 42
 
+    def summary(self) -> str:
+        """One line for `petlbench tasks`."""
+        return (f"{self.optimizer} lr {self.lr:g} wd {self.weight_decay:g}, batch {self.batch_size}, "
+                f"{self.img_size}px, {self.backbone}")
+
     def splits_read(self) -> tuple[str, ...]:
         """The splits a run reads: the training split and the evaluated one."""
         return tuple(dict.fromkeys((self.train_split, self.test_split)))
@@ -109,6 +114,11 @@ class ClassificationProtocol(Protocol):
     # The head's start: "random" (a new linear head), or "zeroshot" (open_clip backbones: the text embeddings of
     # the task's class names, i.e. CLIP's zero-shot classifier, as CLIP users start from it).
     head_init: Literal["random", "zeroshot"] = added_later("random")
+
+    def summary(self) -> str:
+        return (f"{self.optimizer} lr {self.lr:g} wd {self.weight_decay:g}, batch {self.batch_size}, {self.epochs} ep "
+                f"({self.warmup_epochs} warm-up), {self.img_size}px {self.interpolation}, "
+                f"{'aug ' + self.randaugment if self.randaugment else 'no aug'}, {self.selection}")
 
     def splits_read(self) -> tuple[str, ...]:
         """reproduction: the train split and the test split (selected on); clean: the clean train split, the val

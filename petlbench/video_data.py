@@ -4,7 +4,7 @@ VideoMAE / AdaptFormer fine-tuning code does.
 `sample_indices` picks the frames of one clip; `VideoDataset` decodes them and returns uint8 tensors: one
 (3, T, S, S) clip for training, or all test views (V, 3, T, S, S), V = test_clips x test_crops, whose softmax
 scores the evaluation averages per video. Bad input (a missing file, a file that does not decode, too few
-frames) fails naming the path and its list file:line, or is skipped exactly like `petlbench.data.ImageDataset`
+frames) fails naming the path and its list file:line, or is skipped exactly like `petlbench.decode.ImageDataset`
 items (the runner checks missing files for a whole split first). In DataLoader workers the failure travels as a
 `petlbench.data.WorkerFailure`, so the main process raises the same one-line DataError (batch with
 `collate_skip`).
@@ -106,7 +106,7 @@ class VideoDataset(Dataset):
 
     Bad input (a missing file, a file decord cannot decode, fewer than `min_frames` frames) raises DataError
     naming the path and the sample's list file:line (on_bad="fail"), or yields (None, path, reason) that
-    `petlbench.data.collate_skip` drops and reports (on_bad="skip"). A video shorter than a clip is not bad
+    `petlbench.decode.collate_skip` drops and reports (on_bad="skip"). A video shorter than a clip is not bad
     input: its indices are clamped (see `sample_indices`)."""
 
     def __init__(self, samples: Sequence[Sample], protocol, train: bool, on_bad: OnBad = "fail",

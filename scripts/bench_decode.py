@@ -25,7 +25,8 @@ import cv2
 import numpy as np
 import torch
 
-from petlbench.data import Sample, collate_skip
+from petlbench.data import Sample
+from petlbench.decode import collate_skip
 from petlbench.task import TASKS
 from petlbench.tasks.video import dataset
 

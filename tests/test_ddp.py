@@ -36,7 +36,7 @@ def test_shards_of_a_step_are_exactly_the_one_process_batch(n, batch, world):
     shards = [TensorBatches(images, labels, batch, shuffle=True, seed=5, rank=r, world=world) for r in range(world)]
     assert all(len(s) == len(single) for s in shards)
     for _ in range(2):  # two epochs: every rank reshuffles the same way
-        steps = zip(single, *shards)
+        steps = zip(single, *shards, strict=True)
         for (_, whole), *parts in steps:
             ys = [y for _, y in parts]
             assert torch.equal(torch.cat(ys), whole)  # disjoint, and together exactly the batch

@@ -10,7 +10,8 @@ import os
 import pytest
 from PIL import Image
 
-from petlbench.data import DataError, ImageDataset, Sample, decode_all, read_list_file, resize_to_uint8
+from petlbench.data import DataError, Sample, read_list_file
+from petlbench.decode import ImageDataset, decode_all, resize_to_uint8
 from petlbench.task import TASKS
 
 TENCH, GOLDFISH = "n01440764", "n01443537"  # ImageNet-1k classes 0 and 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import typing
 
 import pytest
 import torch
@@ -150,4 +151,10 @@ def test_variant_keys_and_names(method):
     key = cls.variant_key({})
     assert isinstance(key, str) and key and cls.variant_name(key)
     assert cls.variant_key(defaults) == key  # a missing option means its default
-    assert set(cls.key_options) <= set(defaults)
+    hints = typing.get_type_hints(cls.config_cls)
+    for option in cls.key_options:  # each selects a published variant: some other value gives another key
+        values = (True, False) if hints[option] is bool else typing.get_args(hints[option])
+        keys = {v: cls.variant_key({**defaults, option: v}) for v in values}
+        assert len(set(keys.values())) > 1, f"{option} selects no variant: {keys}"
+        names = {cls.variant_name(k) for k in keys.values()}
+        assert len(names) == len(set(keys.values())) and all(names), f"{option}: names {names} for keys {keys}"

@@ -1,4 +1,7 @@
-"""Adding a method is one file under methods/: the registry, the CLI and the test matrix pick it up."""
+"""A method from another package is one module and one entry point (group `petlbench.methods`): the registry, the
+CLI and the whole test matrix pick it up with no edit to petlbench. The plug-in is written under tmp_path, as an
+installed distribution would leave it (a module and its `*.dist-info/entry_points.txt`), and found through
+PYTHONPATH by fresh interpreters."""
 from __future__ import annotations
 
 import os
@@ -6,17 +9,14 @@ import subprocess
 import sys
 import textwrap
 
-import petlbench.methods
-
 PLUGIN = textwrap.dedent('''
-    """A test plug-in: a learnable per-channel scale on each MLP output (mergeable through folding.py)."""
+    """A test plug-in: a learnable per-channel scale on each MLP output (an output affine: it merges)."""
     from dataclasses import dataclass
 
     import torch
     import torch.nn as nn
 
-    from petlbench.folding import fold_output_affine
-    from petlbench.method import PETLMethod, Wrapper, register_method
+    from petlbench.method import OutputAffine, PETLMethod, register_method
 
 
     @dataclass
@@ -24,16 +24,13 @@ PLUGIN = textwrap.dedent('''
         init: float = 1.0
 
 
-    class Scale(Wrapper):
+    class Scale(OutputAffine):
         def __init__(self, base, init):
             super().__init__(base)
-            self.gamma = nn.Parameter(torch.full((base.out_features,), init))
+            self.gamma = nn.Parameter(torch.full((self.widths[""],), init))
 
-        def forward(self, x):
-            return self.base(x) * self.gamma
-
-        def merged(self):
-            return fold_output_affine(self.base, self.gamma, None)
+        def output_affine(self, proj):
+            return self.gamma, None
 
 
     @register_method("zz_plugin_scale")
@@ -46,23 +43,41 @@ PLUGIN = textwrap.dedent('''
 ''')
 
 
-def test_a_file_in_methods_is_a_method():
-    folder = os.path.dirname(petlbench.methods.__file__)
-    path = os.path.join(folder, "zz_plugin_scale.py")
-    with open(path, "w") as f:
-        f.write(PLUGIN)
-    try:
-        listing = subprocess.run([sys.executable, "-m", "petlbench.cli", "methods"], capture_output=True,
-                                 text=True, timeout=120)
-        assert listing.returncode == 0, listing.stderr
-        assert "zz_plugin_scale" in listing.stdout and "init=1.0" in listing.stdout
-        # The whole method matrix runs on it with no other edit.
-        tests = os.path.join(os.path.dirname(__file__), "test_methods.py")
-        run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", tests, "-k",
-                              "zz_plugin_scale"], capture_output=True, text=True, timeout=300,
-                             cwd=os.path.dirname(os.path.dirname(__file__)))
-        assert run.returncode == 0, run.stdout[-2000:]
-        summary = run.stdout.strip().splitlines()[-1]
-        assert "failed" not in summary and int(summary.split()[0]) >= 18, summary
-    finally:
-        os.unlink(path)
+def _install(root) -> dict[str, str]:
+    """The plug-in module and its distribution metadata under `root`; the environment that finds them."""
+    (root / "zz_plugin_scale.py").write_text(PLUGIN)
+    dist = root / "zz_plugin_scale-0.1.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: zz-plugin-scale\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text("[petlbench.methods]\nzz_plugin_scale = zz_plugin_scale\n")
+    path = os.pathsep.join(p for p in (str(root), os.environ.get("PYTHONPATH", "")) if p)
+    return {**os.environ, "PYTHONPATH": path}
+
+
+def test_an_entry_point_is_a_method(tmp_path):
+    import petlbench.methods
+
+    methods_dir = os.path.dirname(petlbench.methods.__file__)
+    before = sorted(os.listdir(methods_dir))
+    env = _install(tmp_path)
+    listing = subprocess.run([sys.executable, "-m", "petlbench.cli", "methods"], capture_output=True, text=True,
+                             timeout=120, env=env)
+    assert listing.returncode == 0, listing.stderr
+    line = next((l for l in listing.stdout.splitlines() if l.startswith("zz_plugin_scale")), "")
+    assert "init=1.0" in line and line.split()[1] == "mergeable", listing.stdout
+    # The whole method matrix runs on it with no other edit.
+    tests = os.path.join(os.path.dirname(__file__), "test_methods.py")
+    run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", tests, "-k",
+                          "zz_plugin_scale"], capture_output=True, text=True, timeout=300, env=env,
+                         cwd=os.path.dirname(os.path.dirname(__file__)))
+    assert run.returncode == 0, run.stdout[-2000:]
+    summary = run.stdout.strip().splitlines()[-1]
+    assert "failed" not in summary and int(summary.split()[0]) >= 18, summary
+    assert sorted(os.listdir(methods_dir)) == before  # nothing was written into methods/
+
+
+def test_without_the_entry_point_there_is_no_such_method():
+    """The listing above comes from the entry point: a fresh interpreter without it does not know the name."""
+    r = subprocess.run([sys.executable, "-m", "petlbench.cli", "methods"], capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0 and "zz_plugin_scale" not in r.stdout, r.stderr

@@ -334,7 +334,7 @@ def test_test_transform_equals_the_authors():
     RepAdapter / NOAH VTAB: Resize((224, 224), 3) (dataset.py:95)."""
     from torchvision import transforms as T
 
-    from petlbench.data import resize_to_uint8
+    from petlbench.decode import resize_to_uint8
 
     img = _image(3, (333, 250))
     for crop_pct, ref in [(224 / 256, T.Compose([T.Resize((256, 256), interpolation=3), T.CenterCrop(224)])),

@@ -229,9 +229,10 @@ def test_loader_augmentations_are_a_function_of_the_epoch(workers):
     ref = _epochs(LoaderBatches(_Noise(10), 4, True, 0, seed=7), 3)
     persistent = _epochs(LoaderBatches(_Noise(10), 4, True, workers, seed=7), 3)
     later = _epochs(LoaderBatches(_Noise(10), 4, True, workers, seed=7), 1, start=2)  # a resumed process
-    for a, b in zip(ref, persistent):
-        assert all(torch.equal(xa, xb) and torch.equal(ya, yb) for (xa, ya), (xb, yb) in zip(a, b))
-    assert all(torch.equal(xa, xb) and torch.equal(ya, yb) for (xa, ya), (xb, yb) in zip(ref[2], later[0]))
+    for a, b in zip(ref, persistent, strict=True):
+        assert all(torch.equal(xa, xb) and torch.equal(ya, yb) for (xa, ya), (xb, yb) in zip(a, b, strict=True))
+    resumed_epoch = zip(ref[2], later[0], strict=True)
+    assert all(torch.equal(xa, xb) and torch.equal(ya, yb) for (xa, ya), (xb, yb) in resumed_epoch)
     assert not torch.equal(ref[0][0][0], ref[1][0][0])  # another epoch, other draws
     assert sorted(int(i) for _, y in ref[0] for i in y) == list(range(10))
 

@@ -13,7 +13,8 @@ import pytest
 
 import records
 from petlbench.report import to_frame, to_latex, to_markdown, write_plots, write_tables
-from petlbench.tables import Cell, grouped_table, published, recipe_key, run_frame, fewshot_table, domain_table
+from petlbench.benchmark import BENCHMARKS
+from petlbench.tables import Cell, grouped_table, published, recipe_key, run_frame
 
 VTAB = ["cifar", "caltech101", "dtd", "oxford_flowers102", "oxford_iiit_pet", "svhn", "sun397", "patch_camelyon",
         "eurosat", "resisc45", "diabetic_retinopathy", "clevr_count", "clevr_dist", "dmlab", "kitti", "dsprites_loc",
@@ -28,7 +29,7 @@ def test_published_vtab_averages_reproduce_the_papers():
     """Our group-mean arithmetic on the published per-dataset numbers gives the published averages."""
     ref = pd.read_csv(os.path.join(os.path.dirname(records.__file__), "..", "petlbench", "reference",
                                    "vtab1k_vitb16_published.csv"))
-    t = grouped_table(run_frame([]), "vtab", "vtab1k", "t")
+    t = grouped_table(run_frame([]), BENCHMARKS.get("vtab"))
     assert [c.key for c in t.columns[:19]] == VTAB
     for key, recipe, want in zip(ref["method"], ref["recipe"].fillna(""), ref["average_of_group_means"]):
         row = next(r for r in t.rows if r.key == recipe_key(key, recipe))
@@ -49,7 +50,7 @@ def test_vtab_seeds_missing_cells_and_delta():
             for s, v in enumerate(vs)]
     recs.append(records.record("vtab/dtd", "lora", 50.0, status="failed"))
     frame = run_frame(recs)
-    t = grouped_table(frame, "vtab", "vtab1k", "t")
+    t = grouped_table(frame, BENCHMARKS.get("vtab"))
     ours = _row(t, "RepAdapter (repadapter-vtab)")
     c = ours.cells["cifar"]
     assert (c.mean, c.n) == (72.0, 3) and c.std == pytest.approx(statistics.stdev(values["cifar"]))
@@ -74,7 +75,7 @@ def test_variants_never_average_together():
             records.record("vtab/cifar", "lora", 10.0, {"weights": "none"}),
             records.record("vtab/cifar", "lora", 65.0, {"recipe": "noah-vtab"}),
             records.record("vtab/cifar", "vpt", 40.0, {"deep": False, "recipe": "vpt-vtab"})]
-    t = grouped_table(run_frame(recs), "vtab", "vtab1k", "t")
+    t = grouped_table(run_frame(recs), BENCHMARKS.get("vtab"))
     assert _row(t, "LoRA (repadapter-vtab)").cells["cifar"].mean == 60.0
     assert _row(t, "LoRA [rank=4] (repadapter-vtab)").cells["cifar"].mean == 70.0
     assert _row(t, "LoRA [random init] (repadapter-vtab)").cells["cifar"].mean == 10.0
@@ -86,7 +87,7 @@ def test_variants_never_average_together():
     assert t.rows[t.rows.index(qv) + 1].source != "delta"
     # numerics (bf16, compile) never average with fp32 runs and are in the label
     bf16 = {**records.record("vtab/cifar", "lora", 62.0, {"recipe": "noah-vtab", "amp": "bf16"})}
-    t2 = grouped_table(run_frame(recs + [bf16]), "vtab", "vtab1k", "t")
+    t2 = grouped_table(run_frame(recs + [bf16]), BENCHMARKS.get("vtab"))
     assert _row(t2, "LoRA (noah-vtab)").cells["cifar"].mean == 65.0
     assert _row(t2, "LoRA [amp=bf16] (noah-vtab)").cells["cifar"].mean == 62.0
     shallow = _row(t, "VPT-Shallow (vpt-vtab)")
@@ -99,7 +100,7 @@ def test_search_keeps_the_best_by_the_selection_rule():
     recs += [records.record("vtab/dtd", "repadapter", v, {"scale": s, "selection": "clean"}, val_top1=val)
              for s, v, val in ((0.5, 80.0, 10.0), (5.0, 50.0, 90.0))]
     frame = run_frame(recs, search=("scale",))
-    t = grouped_table(frame, "vtab", "vtab1k", "t", search=("scale",))
+    t = grouped_table(frame, BENCHMARKS.get("vtab"), search=("scale",))
     assert _row(t, "RepAdapter (repadapter-vtab)").cells["cifar"].mean == 75.0  # reproduction: test top-1 picks
     assert _row(t, "RepAdapter [selection=clean] (repadapter-vtab)").cells["dtd"].mean == 50.0  # clean: val top-1
     assert any("cifar scale=5" in n and "selection rule" in n for n in t.notes)
@@ -115,7 +116,8 @@ def test_fewshot_and_domain_tables():
     recs.append(records.record("domain/imagenet", "repadapter", 70.0,
                                targets={"domain/imagenet_v2": 60.0, "domain/imagenet_a": 20.0}))
     frame = run_frame(recs)
-    f = fewshot_table(frame)
+    fs = BENCHMARKS.get("fewshot")
+    (f,) = fs.tables(fs, frame)
     lora = next(r for r in f.rows if r.label == "LoRA (noah-fewshot)" and r.section == "oxford_pets")
     assert lora.cells["shot:1"].mean == 43.0 and lora.cells["shot:16"].n == 2
     assert lora.cells.get("shot:2", Cell()).missing
@@ -125,7 +127,8 @@ def test_fewshot_and_domain_tables():
     assert delta.source == "delta" and delta.cells["shot:1"].mean == pytest.approx(43.0 - want)
     avg = next(r for r in f.rows if r.label == "LoRA (noah-fewshot)" and r.section.startswith("average"))
     assert avg.cells["shot:1"].missing  # four datasets have no LoRA runs: no average
-    d = domain_table(frame)
+    dg = BENCHMARKS.get("domain")
+    (d,) = dg.tables(dg, frame)
     row = _row(d, "RepAdapter (noah-domain)")
     assert row.cells["source"].mean == 70.0 and row.cells["domain/imagenet_v2"].mean == 60.0
     assert row.cells.get("domain/imagenet_sketch", Cell()).missing and row.cells["mean:targets"].missing

@@ -40,7 +40,7 @@ def test_loader_reads_noah_layout(tmp_path):
     s = task.samples(str(tmp_path), "train800val200")
     assert len(s) == 8 and s[3].label == 3 and s[3].path.endswith("images/train800val200/000003.jpg")
     assert s[3].source.endswith("train800val200.txt:4")
-    from petlbench.data import decode_all
+    from petlbench.decode import decode_all
 
     data = decode_all(s, 16)
     assert data.images.shape == (8, 3, 16, 16) and data.images.dtype.is_floating_point is False

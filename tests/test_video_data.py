@@ -16,7 +16,8 @@ cv2 = pytest.importorskip("cv2")
 pytest.importorskip("decord")
 import numpy as np  # noqa: E402
 
-from petlbench.data import DataError, Sample, collate_skip  # noqa: E402
+from petlbench.data import DataError, Sample  # noqa: E402
+from petlbench.decode import collate_skip  # noqa: E402
 from petlbench.task import TASKS  # noqa: E402
 from petlbench.tasks.video import dataset, read_video_list  # noqa: E402
 from petlbench.video_data import VideoDataset, sample_indices  # noqa: E402

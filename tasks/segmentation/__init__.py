@@ -52,6 +52,11 @@ class SegProtocol(Protocol):
     seg_config: str = ""
     max_iters: int = 0
 
+    def summary(self) -> str:
+        return (f"{self.optimizer} lr {self.lr:g} wd {self.weight_decay:g}, batch {self.batch_size}, "
+                f"{self.max_iters} iters (val every {self.eval_every}), {self.img_size}px crops, {self.backbone}, "
+                f"config {self.seg_config}")
+
 ADE_FOLDERS = ("ADEChallengeData2016", os.path.join("ade", "ADEChallengeData2016"), "ade20k")
 ADE_SPLITS = ("training", "validation")
 NUM_CLASSES = 150
