@@ -11,7 +11,8 @@ point of the comparison: this method is not mergeable.
 
 `placement="after_drop_path"` wraps the MLP branch's drop path instead (timm's `drop_path2`, site
 "mlp_drop_path"): x + adapter(drop_path(mlp(norm2(x)))), the adapter outside stochastic depth, as NOAH's Block
-(model/supernet_vision_transformer_timm.py:365); with LayerScale (which NOAH's ViT has not) after it too.
+(model/supernet_vision_transformer_timm.py:365); with LayerScale (which NOAH's ViT has not) after it too. Only
+families with that site support it (ViT, Swin); the default placement runs on every family with an MLP.
 With `act="quickgelu", dropout=0.1, init="trunc_normal"` it is NOAH's AdapterSuper (model/module/adapter_super.py
 :8-10, 28-34, 68-74), whose xavier/normal(1e-6) init (adapter_super.py:38-45) the ViT's
 `self.apply(_init_vit_weights)` redraws (supernet_vision_transformer_timm.py:462, :531, :686-688): weights

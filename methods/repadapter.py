@@ -131,13 +131,10 @@ class RepAdapter(PETLMethod):
         return super().trainable_parameters(model) | (own_biases(model) if self.cfg.train_bias else set())
 
     def paper_count(self, model: nn.Module, trainable: int) -> int:
-        """The paper counts adapter weights only (0.22M on ViT-B/16), neither adapter nor backbone biases."""
-        adapters = [m for m in model.modules() if isinstance(m, RepAdapterLinear)]
-        biases = sum(m.down.bias.numel() + m.up_bias.numel() for m in adapters)
+        """The paper counts adapter weights only (0.22M on ViT-B/16): no adapter or (train_bias) backbone bias."""
+        biases = {id(p): p for m in model.modules() if isinstance(m, RepAdapterLinear) for p in (m.down.bias, m.up_bias)}
         if self.cfg.train_bias:
-            own = {id(p) for m in adapters for p in (m.down.bias, m.up_bias)}
-            own |= {id(p) for p in head_parameters(model)}  # the head is counted apart
+            head = {id(p) for p in head_parameters(model)}  # the head is counted apart
             params = dict(model.named_parameters(remove_duplicate=False))
-            biases += sum(params[n].numel() for n in own_biases(model)
-                          if params[n].requires_grad and id(params[n]) not in own)
-        return trainable - biases
+            biases.update({id(params[n]): params[n] for n in own_biases(model) if id(params[n]) not in head})
+        return trainable - sum(p.numel() for p in biases.values())

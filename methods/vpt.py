@@ -5,8 +5,8 @@ before the first block. Deep: each block gets its own prompts, replacing the pre
 outputs. After the last block the prompt positions are dropped, so the final norm and the head's pooling
 (class token, average, attention) see the backbone's own tokens only.
 
-Implemented by wrapping each block (`block` site); no `forward` is replaced. Not mergeable: the prompts
-lengthen the sequence. Parameters: tokens * d (shallow), depth * tokens * d (deep); ViT-B/16, 50 deep: 460,800.
+Implemented by wrapping each block (`block` site) of a timm ViT (the only family); no `forward` is replaced.
+Not mergeable: the prompts lengthen the sequence. Published keys: vpt_deep / vpt_shallow (option `deep`). Parameters: tokens * d (shallow), depth * tokens * d (deep); ViT-B/16, 50 deep: 460,800.
 """
 from __future__ import annotations
 

@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     from .method import METHODS, PETLInfo, PETLMethod, Wrapper, register_method
     from .sites import Site
 
-__version__ = "0.1.0"
+__version__ = "0.1.0"  # the one place it is written: pyproject.toml reads it (dynamic = ["version"])
 __all__ = [
     "create_model", "apply_method", "list_methods", "get_method", "method_of", "count_trainable", "count_paper",
     "merge", "save_tuned", "load_tuned", "PETLMethod", "Wrapper", "register_method", "METHODS", "PETLInfo", "Site",

@@ -194,10 +194,10 @@ class OutputAffine(Wrapper):
                 s, t = self.output_affine(proj)
                 if s is not None:
                     params[w_name] = w * s[:, None]
-                    b = b * s if b is not None else None
+                    b = None if b is None else b * s
                 if t is not None:
-                    params[b_name] = (b if b is not None else torch.zeros_like(t)) + t
-                elif b is not None and s is not None:
+                    b = t if b is None else b + t
+                if b is not None and (s is not None or t is not None):
                     params[b_name] = b
             return torch.func.functional_call(m, params, (x, *rest), kwargs)
         y = self.base(x, *rest, **kwargs)

@@ -1,7 +1,10 @@
 """Where methods attach: logical sites per backbone family, found by module name pattern and type.
 
 A method asks for a site kind ("attn_in", "mlp_in", ...); this module knows which modules of which family
-that means. Nothing here knows any method. Adding a family is one entry in `FAMILY_SITES` plus a detector.
+that means. Nothing here knows any method. A family's table is also what decides which methods it supports: one
+that has every site kind a method requires (`PETLMethod.supported_families`). Adding a family is one entry in
+`FAMILY_SITES` plus a detector. A backbone no family covers, or one whose modules miss a site its family has,
+is a `ConfigError`.
 """
 from __future__ import annotations
 
@@ -10,7 +13,7 @@ from dataclasses import dataclass
 
 import torch.nn as nn
 
-from .errors import PETLBenchError
+from .errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -89,7 +92,7 @@ FAMILY_SITES: dict[str, dict[str, SitePattern]] = {"vit": _VIT, "swin": _SWIN, "
 
 
 def detect_family(model: nn.Module) -> str:
-    """The family name of `model` ('vit', 'swin', 'convnext', 'openclip'), by isinstance; PETLBenchError for a
+    """The family name of `model` ('vit', 'swin', 'convnext', 'openclip'), by isinstance; ConfigError for a
     backbone no family covers."""
     from timm.models.convnext import ConvNeXt
 
@@ -101,7 +104,7 @@ def detect_family(model: nn.Module) -> str:
                         (CLIPClassifier, "openclip")):
         if isinstance(model, cls):
             return family
-    raise PETLBenchError(
+    raise ConfigError(
         f"backbone of type {type(model).__name__} belongs to no known family; known: {', '.join(FAMILY_SITES)}"
     )
 
@@ -121,7 +124,7 @@ def find_sites(model: nn.Module, family: str, kind: str, required: bool = True) 
     if kind not in table:
         known = sorted({k for t in FAMILY_SITES.values() for k in t})
         if kind not in known:  # a typo in a method's site list
-            raise PETLBenchError(f"no backbone family has a site {kind!r}; sites: {', '.join(known)}")
+            raise ConfigError(f"no backbone family has a site {kind!r}; sites: {', '.join(known)}")
         return []  # a site this family does not have (its table says so: ConvNeXt has no attn_out)
     spec = table[kind]
     rx = re.compile(spec.pattern + r"\Z")
@@ -131,7 +134,7 @@ def find_sites(model: nn.Module, family: str, kind: str, required: bool = True) 
         if name and rx.match(name) and (not spec.types or isinstance(mod, spec.types))
     ]
     if required and not found:
-        raise PETLBenchError(
+        raise ConfigError(
             f"no module of this {family} backbone ({type(model).__name__}) matches site {kind!r} "
             f"(pattern {spec.pattern!r}, types {[t.__name__ for t in spec.types] or 'any'})"
         )

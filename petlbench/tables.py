@@ -1,7 +1,7 @@
 """The results aggregator, data side: store records -> one pandas frame -> paper-style `Table`s.
 
 Nothing here parses a log or formats text; `report.py` renders a `Table` as Markdown, LaTeX and CSV, and draws
-the plots. Conventions every table states in its footer (see petlbench/reference/conventions.md):
+the plots. Conventions every table states in its footer (see tasks/reference/conventions.md):
 
 - A row is a *variant*: the method, its non-default options and any protocol field that differs from the
   task's published protocol (so ablations and protocol changes never average together). Seeds are averaged:
@@ -11,7 +11,7 @@ the plots. Conventions every table states in its footer (see petlbench/reference
   labelled. A mean over a group with a missing dataset is missing, never computed from the rest.
 - `search`: option keys collapsed by picking, per dataset and seed, the best record by the run's own selection
   rule (reproduction: test top-1, as RepAdapter chose s; clean: val top-1). The footer lists the choices.
-- Published rows come from petlbench/reference/*.csv (copied from the papers, each row with its source);
+- Published rows come from tasks/reference/*.csv (copied from the papers, each row with its source);
   a measured variant that is a published configuration gets a delta row.
 """
 from __future__ import annotations
@@ -21,13 +21,16 @@ import math
 import os
 import re
 from dataclasses import dataclass, field
+from importlib.resources import files
 from typing import Any, Iterable
 
 from .store import record_problem
 
 log = logging.getLogger(__name__)
 
-REFERENCE_DIR = os.path.join(os.path.dirname(__file__), "reference")
+# Published numbers ship with the benchmark families (tasks/reference/, package data of petlbench.tasks); each
+# family's `Benchmark.published` reads its own files there. `--reference DIR` swaps the whole folder.
+REFERENCE_DIR = str(files("petlbench.tasks") / "reference")
 
 # Protocol fields that index a record rather than define its variant.
 INDEX_FIELDS = {"seed", "train_split", "clean_train_split"}
@@ -278,7 +281,7 @@ def selection_note(ok) -> list[str]:
 
 
 def protocol_note(ok, data_source: str = "") -> list[str]:
-    """The protocol choices that split the literature (petlbench/reference/conventions.md), as measured;
+    """The protocol choices that split the literature (tasks/reference/conventions.md), as measured;
     `data_source`: the benchmark's phrase for where its data comes from."""
     if ok.empty:
         return []

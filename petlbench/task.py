@@ -63,7 +63,7 @@ class Protocol:
 @dataclass
 class ClassificationProtocol(Protocol):
     """The protocol of the epoch-based classification engine (engine.train). Defaults: the VTAB-1k protocol of
-    NOAH / RepAdapter (petlbench/reference/conventions.md); each task family overrides what its papers changed."""
+    NOAH / RepAdapter (tasks/reference/conventions.md); each task family overrides what its papers changed."""
 
     epochs: int = 100
     warmup_epochs: int = 10

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Video input-pipeline throughput: how many clips per second `petlbench.video_data.VideoDataset` delivers
+"""Video input-pipeline throughput: how many clips per second `petlbench.tasks.video.clips.VideoDataset` delivers
 through a torch DataLoader, i.e. decord decoding + frame sampling + short-side resize + crops (+ flip), the CPU
 work that feeds a video fine-tuning run. No model runs.
 

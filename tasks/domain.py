@@ -294,7 +294,7 @@ def targets_table(bench, frame, search: tuple[str, ...] = (), reference_dir: str
         "Targets are scored with the source run's model, unchanged; ImageNet-A/-R on their 200 classes "
         "(the authors' eval.py). NOAH scored A/R with a 1000-way argmax, so these are not comparable with NOAH's.",
         "A missing target cell: that target's data was absent when the run finished (the record says so).",
-        "No published domain-generalization numbers are in petlbench/reference (RepAdapter's were not found in a "
+        "No published domain-generalization numbers are in tasks/reference (RepAdapter's were not found in a "
         "readable source), so there are no published rows.",
     ] + selection_note(ok) + protocol_note(ok, bench.data_source) + search_note(ok, search)
     table.notes += recipe_notes(recipes_of(ok))

@@ -55,7 +55,7 @@ log = logging.getLogger(__name__)
 SHOTS = (1, 2, 4, 8, 16)
 SEEDS = (0, 1, 2)
 
-# name -> (classes, test images, one-line description). Counts: ../shared/reference/repadapter_protocol.md.
+# name -> (classes, test images, one-line description). Counts: tasks/reference/repadapter_protocol.md.
 DATASETS: dict[str, tuple[int, int, str]] = {
     "fgvc_aircraft": (100, 3333, "FGVC-Aircraft variants"),
     "food101": (101, 30300, "Food-101"),

@@ -10,7 +10,7 @@ official test split (vtab1k.csv `test_images`); `split_size`.
 
 Classes, groups, test sizes and RepAdapter's published per-dataset scale s (RepAdapter / RepAdapter_attn):
 tasks/protocols/vtab1k.csv (from
-../shared/reference/repadapter_protocol.md). Protocol: `ClassificationProtocol()` defaults (AdamW lr 1e-3, wd 1e-4, batch 64,
+tasks/reference/repadapter_protocol.md). Protocol: `ClassificationProtocol()` defaults (AdamW lr 1e-3, wd 1e-4, batch 64,
 100 epochs, cosine with 10 warm-up epochs, no augmentation, bicubic 224, ImageNet mean/std).
 """
 from __future__ import annotations

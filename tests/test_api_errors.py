@@ -5,11 +5,12 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 import petlbench
 from petlbench.config import parse_overrides
 
-from tiny import BACKBONE, VIT_VARIANTS, build
+from tiny import BACKBONE, VIT_VARIANTS, build, has_open_clip
 
 
 def test_list_methods_contract():
@@ -50,8 +51,24 @@ def test_literal_and_divisibility_checks():
 
 
 def test_family_mismatch_is_clear():
-    with pytest.raises(petlbench.PETLBenchError, match=r"belongs to no known family; known: vit"):
+    with pytest.raises(petlbench.ConfigError, match=r"belongs to no known family; known: vit"):
         petlbench.create_model("resnet18", method="lora", num_classes=3)
+
+
+def test_method_and_model_mistakes_are_config_errors():
+    with pytest.raises(petlbench.ConfigError, match=r"input width 64 is not divisible by groups=3"):
+        build("repadapter", method_cfg={"dim": 6, "groups": 3})  # a valid config, but not for a width-64 model
+    model = build("lora")
+    with pytest.raises(petlbench.ConfigError, match=r"already has method 'lora' applied"):
+        petlbench.apply_method(model, petlbench.get_method("ssf"), backbone=BACKBONE, num_classes=5)
+    with pytest.raises(petlbench.ConfigError, match=r"not built by petlbench.create_model"):
+        petlbench.merge(torch.nn.Linear(2, 2))
+
+
+@pytest.mark.skipif(not has_open_clip(), reason="open_clip_torch not installed")
+def test_lora_dropout_on_multihead_attention_is_a_config_error():
+    with pytest.raises(petlbench.ConfigError, match=r"lora: dropout must be 0 on nn.MultiheadAttention"):
+        build("lora", "openclip", {"dropout": 0.1})
 
 
 def test_repadapter_where_places():

@@ -1,5 +1,6 @@
 """Swin and ConvNeXt: parameter counts derived by hand from the tiny architectures in tiny.py, the ConvNeXt
-merge rules (what folds into a depthwise conv and what does not), and family errors."""
+merge rules (what folds into a depthwise conv and what does not), families derived from the sites a method needs,
+and family errors."""
 from __future__ import annotations
 
 import pytest
@@ -79,6 +80,30 @@ def test_depthwise_fold_rules():
 def test_unsupported_pairs_name_the_family(method, variant):
     with pytest.raises(petlbench.PETLBenchError, match=f"does not support {variant} backbones.*supports: vit"):
         build(method, variant)
+
+
+def test_families_follow_from_the_sites_a_method_needs():
+    from petlbench.method import PETLMethod
+    from petlbench.sites import FAMILY_SITES
+
+    class NeedsAttnOut(PETLMethod):  # not registered: the derivation alone
+        sites = ("attn_out", "mlp_in")
+
+    have = [f for f, table in FAMILY_SITES.items() if "attn_out" in table]
+    assert have and len(have) < len(FAMILY_SITES)  # some families lack it, so the test can tell
+    assert NeedsAttnOut.families == tuple(have)
+
+    class Optional(NeedsAttnOut):
+        optional_sites = ("attn_out",)  # wrapped where present: no longer limits the families
+
+    assert Optional.families == tuple(FAMILY_SITES)
+
+    class Limited(Optional):
+        only_families = (have[-1],)
+
+    assert Limited.families == (have[-1],)
+    with pytest.raises(petlbench.ConfigError, match=r"convnext backbones have no site 'mlp_drop_path'"):
+        build("adapter", "convnext", {"placement": "after_drop_path"})
 
 
 # --- open_clip --------------------------------------------------------------------------------------------------

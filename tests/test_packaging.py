@@ -95,7 +95,7 @@ def test_the_wheel_holds_every_package_and_data_file(tmp_path):
     data = {
         "tasks/sweeps": ("petlbench/tasks/sweeps", "*.yaml"),
         "tasks/protocols": ("petlbench/tasks/protocols", "*"),
-        "petlbench/reference": ("petlbench/reference", "*"),
+        "tasks/reference": ("petlbench/tasks/reference", "*"),
         "petlbench/weights": ("petlbench/weights", "*.safetensors"),
         "tasks/segmentation/configs": ("petlbench/tasks/segmentation/configs", "*.py"),
     }
@@ -104,7 +104,7 @@ def test_the_wheel_holds_every_package_and_data_file(tmp_path):
         assert files, folder
         want |= {f"{installed}/{p.name}" for p in files}
     assert {n for n in want if n not in names} == set()
-    assert any(n.endswith(".csv") for n in want if n.startswith("petlbench/reference/"))
+    assert any(n.endswith(".csv") for n in want if n.startswith("petlbench/tasks/reference/"))
     assert "petlbench/__main__.py" in names
     # the version is written once (petlbench.__version__); the wheel's metadata reads it from there
     assert f"\nVersion: {petlbench.__version__}\n" in meta

@@ -188,7 +188,7 @@ def test_vpetl_video_frame_indices_equal_the_authors():
     """Videos of at least num_frames x stride frames: the same train windows (a start uniform over the same range,
     frames 4 apart) and the same 4 test clips. Shorter videos differ (see the recipe's deviations): the authors
     repeat the last strided frame, petlbench clamps to the last frame."""
-    from petlbench.video_data import sample_indices
+    from petlbench.tasks.video.clips import sample_indices
 
     p = RECIPES.get("vpetl-video").protocol_values()
     nf, stride, clips = p["num_frames"], p["frame_stride"], p["test_clips"]

@@ -27,7 +27,7 @@ def _row(table, label):
 
 def test_published_vtab_averages_reproduce_the_papers():
     """Our group-mean arithmetic on the published per-dataset numbers gives the published averages."""
-    ref = pd.read_csv(os.path.join(os.path.dirname(records.__file__), "..", "petlbench", "reference",
+    ref = pd.read_csv(os.path.join(os.path.dirname(records.__file__), "..", "tasks", "reference",
                                    "vtab1k_vitb16_published.csv"))
     t = grouped_table(run_frame([]), BENCHMARKS.get("vtab"))
     assert [c.key for c in t.columns[:19]] == VTAB

@@ -20,7 +20,7 @@ from petlbench.data import DataError, Sample  # noqa: E402
 from petlbench.decode import collate_skip  # noqa: E402
 from petlbench.task import TASKS  # noqa: E402
 from petlbench.tasks.video import dataset, read_video_list  # noqa: E402
-from petlbench.video_data import VideoDataset, sample_indices  # noqa: E402
+from petlbench.tasks.video.clips import VideoDataset, sample_indices  # noqa: E402
 
 FOURCC = {".avi": "MJPG", ".webm": "VP80"}
 

@@ -113,7 +113,7 @@ RECIPES.add(Recipe(
                                                             "swin_large_patch4_window7_224_22k.pth"),
     ),
     deviations=(
-        "Published rows only: petlbench/reference/dense_published.csv, dataset ade20k, backbone Swin-L (Full "
+        "Published rows only: tasks/reference/dense_published.csv, dataset ade20k, backbone Swin-L (Full "
         "fine-tuning, Frozen, Bitfit, LN TUNE, Partial-1, Adapter, LoRA, AdaptFormer, LoRand, E3VA, Mona; "
         "README.md:483-495). petlbench runs no Swin-L UperNet: its segmentation tasks are SETR-PUP on ViT-L/16 "
         "and UperNet on ViT-B/16 through a ViT backbone (PETLViT), so a run with recipe=vpetl-dense is not a "

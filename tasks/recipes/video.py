@@ -1,6 +1,6 @@
 """V-PETL Bench's video recipe (Xin et al. 2024, arXiv:2407.13255), from synbol/Parameter-Efficient-Transfer-Learning-
 Benchmark at commit c188fad: the ViT-B (VideoMAE, Kinetics-400 self-supervised) rows of its "Benchmark results of
-video action recognition on SSv2 and HMDB51" table (README.md:443-448; petlbench/reference/video_published.csv,
+video action recognition on SSv2 and HMDB51" table (README.md:443-448; tasks/reference/video_published.csv,
 backbone "ViT-B (VideoMAE)": Full fine-tuning, Frozen, AdaptFormer, BAPAT), as the ViT branch of
 VideoActionRecognition/train/train_model_*.py ("T" below; the six files are one blob, the same as main.py at
 acb17f6, and a copy of AdaptFormer's main_video.py) sets it up. Line numbers are of that commit; "kinetics.py",
@@ -114,7 +114,7 @@ RECIPES.add(Recipe(
         "does.",
         "Clips of videos shorter than num_frames x frame_stride (32) frames: the authors repeat the last strided "
         "frame (kinetics.py:577-578 the offset stops advancing; test: kinetics.py:271-272 pads with "
-        "all_index[-1]), petlbench repeats the video's last frame (petlbench/video_data.py sample_indices); longer "
+        "all_index[-1]), petlbench repeats the video's last frame (tasks/video/clips.py sample_indices); longer "
         "videos get the same frames (tests/test_recipes_video_seg.py).",
         "View averaging: the authors average the views' raw logits per video (engine_finetune.py:233-240 np.mean "
         "of the outputs); petlbench averages their softmax scores.",

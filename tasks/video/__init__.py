@@ -1,6 +1,6 @@
 """Video action recognition (AdaptFormer, Chen et al. 2022, arXiv:2205.13535; RepAdapter follows it):
 Something-Something-v2 (174 classes) and HMDB51 (51 classes), VideoMAE ViT-B, clips decoded with decord
-(`petlbench.video_data.VideoDataset`; the runner picks it for benchmark "video" through `dataset` below).
+(`clips.VideoDataset`, read through the benchmark's `dataset` below).
 
 Layouts, under <data_root>; a split's list file wins over the official layout when both are there:
 
@@ -213,7 +213,7 @@ def dataset(task: Task, samples: list[Sample], protocol: VideoProtocol, train: b
     Every path is checked before any decoding: a missing video fails naming its list line, or with
     on_bad_image=skip is skipped and recorded. SSv2 is never flipped: its classes name directions ("Pushing
     something from left to right"), which a flip would turn into another class."""
-    from petlbench.video_data import VideoDataset
+    from .clips import VideoDataset  # decord and torch load only when a video run reads data
 
     exists = [os.path.isfile(s.path) for s in samples]
     missing = [s for s, ok in zip(samples, exists) if not ok]
@@ -232,13 +232,13 @@ def model_kwargs(task: Task, protocol: VideoProtocol) -> dict:
     return {"num_frames": protocol.num_frames}
 
 
-# AdaptFormer's video fine-tuning (its VideoMAE-based scripts; ../shared/reference/repadapter_protocol.md):
+# AdaptFormer's video fine-tuning (its VideoMAE-based scripts; tasks/reference/repadapter_protocol.md):
 # VideoMAE ViT-B (K400 self-supervised), 8 frames, SGD momentum 0.9, lr 0.1, wd 0, 90 epochs.
 VIDEO_PROTOCOL = dict(
     backbone="videomae_vit_base_patch16_224",
     weights="",  # the user passes the VideoMAE checkpoint file (weights=/path/checkpoint.pth)
     optimizer="sgd", lr=0.1, momentum=0.9, weight_decay=0.0, epochs=90,
-    warmup_epochs=0,  # the published recipe's warm-up is not stated in ../shared/reference
+    warmup_epochs=0,  # the published recipe's warm-up is not stated in tasks/reference
     batch_size=64, num_frames=8, drop_path=0.0, normalize="imagenet", eval_every=5, img_size=224,
     interpolation="bilinear",  # VideoMAE's video_transforms resize clips bilinearly
     randaugment="", mixup=0.0, cutmix=0.0,

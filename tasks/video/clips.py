@@ -18,7 +18,7 @@ from typing import Sequence
 import torch
 from torch.utils.data import Dataset
 
-from .data import BadImages, OnBad, Sample, bad_input
+from petlbench.data import BadImages, OnBad, Sample, bad_input
 
 
 def sample_indices(n_frames: int, num_frames: int, mode: str, stride: int, train: bool,
