@@ -132,7 +132,8 @@ class RepAdapter(PETLMethod):
 
     def paper_count(self, model: nn.Module, trainable: int) -> int:
         """The paper counts adapter weights only (0.22M on ViT-B/16): no adapter or (train_bias) backbone bias."""
-        biases = {id(p): p for m in model.modules() if isinstance(m, RepAdapterLinear) for p in (m.down.bias, m.up_bias)}
+        adapters = [m for m in model.modules() if isinstance(m, RepAdapterLinear)]
+        biases = {id(p): p for m in adapters for p in (m.down.bias, m.up_bias)}
         if self.cfg.train_bias:
             head = {id(p) for p in head_parameters(model)}  # the head is counted apart
             params = dict(model.named_parameters(remove_duplicate=False))

@@ -6,7 +6,8 @@ outputs. After the last block the prompt positions are dropped, so the final nor
 (class token, average, attention) see the backbone's own tokens only.
 
 Implemented by wrapping each block (`block` site) of a timm ViT (the only family); no `forward` is replaced.
-Not mergeable: the prompts lengthen the sequence. Published keys: vpt_deep / vpt_shallow (option `deep`). Parameters: tokens * d (shallow), depth * tokens * d (deep); ViT-B/16, 50 deep: 460,800.
+Not mergeable: the prompts lengthen the sequence. Published keys: vpt_deep / vpt_shallow (option `deep`).
+Parameters: tokens * d (shallow), depth * tokens * d (deep); ViT-B/16, 50 deep: 460,800.
 """
 from __future__ import annotations
 

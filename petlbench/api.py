@@ -34,8 +34,8 @@ def create_model(
     **backbone_kwargs: Any,
 ) -> nn.Module:
     """A timm backbone with `method` applied: the method's sites wrapped, everything frozen except the method's
-    `trainable_parameters` and the new `num_classes` head (ConfigError for a family the method does not support). The result is the timm model itself (same class, same
-    `forward`), carrying a `PETLInfo` as `model.petl`."""
+    `trainable_parameters` and the new `num_classes` head; ConfigError for a family the method does not support.
+    The result is the timm model itself (same class, same `forward`), carrying a `PETLInfo` as `model.petl`."""
     m = get_method(method, method_cfg)  # fail on a bad method or config before building a large model
     model = create_backbone(backbone, num_classes=num_classes, pretrained=pretrained, **backbone_kwargs)
     return apply_method(model, m, backbone=backbone, num_classes=num_classes, backbone_kwargs=backbone_kwargs)
@@ -108,7 +108,8 @@ def count_paper(model: nn.Module) -> int:
 
 def merge(model: nn.Module) -> nn.Module:
     """A plain backbone (no wrappers, same module types as `timm.create_model`) computing the same function
-    as `model` in eval mode. `model` is left untouched. MergeError for a method that is not mergeable."""
+    as `model` in eval mode. `model` is left untouched. MergeError, saying why, where the method's
+    `merge_blocker` for this family says it does not merge."""
     info = _info(model)
     blocker = method_of(model).merge_blocker(info.family)
     if blocker:

@@ -16,8 +16,9 @@ then plug-ins declared under the `petlbench.benchmarks` entry-point group.
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from .registry import Registry, load_plugins
 
@@ -88,7 +89,7 @@ class Benchmark:
     plots: Callable[[Any, str], list[str]] | None = None
     sweep_axes: dict[str, Callable[[int, int | None], dict[str, Any]]] = field(default_factory=dict)
     dataset: Callable[..., Any] | None = None
-    model_kwargs: Callable[["Task", Any], dict[str, Any]] | None = None
+    model_kwargs: Callable[[Task, Any], dict[str, Any]] | None = None
     runner: Callable[..., dict[str, Any]] | None = None
     sample_kind: str = "images"
     prepare_data: Callable[[str | None], str] | None = None

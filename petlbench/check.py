@@ -22,9 +22,9 @@ import os
 import re
 import sqlite3
 import stat
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Sequence
 
 from .benchmark import of as benchmark_of
 from .data import DataError, Sample, deferred_file_checks, load_rgb

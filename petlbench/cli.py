@@ -252,8 +252,8 @@ def _store_and_out(args: argparse.Namespace):
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from .config import parse_overrides
     from .benchmark import of as benchmark_of
+    from .config import parse_overrides
     from .run import execute, resolve
     from .task import TASKS
 
@@ -387,7 +387,7 @@ def cmd_bench_train(args: argparse.Namespace) -> int:
     from .api import get_method
     from .backbones import check_backbone
     from .measure import environment, train_throughput
-    from .report import write_text, markdown_table
+    from .report import markdown_table, write_text
 
     methods = _method_list(args.methods)
     check_backbone(args.backbone)

@@ -8,7 +8,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import typing
-from typing import Any, Literal, Mapping, get_args, get_origin, get_type_hints
+from collections.abc import Mapping
+from typing import Any, Literal, get_args, get_origin, get_type_hints
 
 from .errors import ConfigError
 from .registry import did_you_mean

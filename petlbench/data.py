@@ -13,8 +13,9 @@ import contextvars
 import logging
 import os
 import re
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Iterator, Literal, Sequence
+from typing import Literal
 
 from .errors import PETLBenchError
 

@@ -4,8 +4,8 @@ fail with their list line (`on_bad`), never dropped silently."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
 
 import torch
 from torch.utils.data import DataLoader, Dataset

@@ -146,14 +146,17 @@ class DataParallel:
         self.reduction = "sum" if self.ddp else "mean"  # what `mean_loss` takes
 
     def joins(self, n_local: int) -> bool:
+        """Whether a rank with `n_local` samples runs the micro-batch."""
         return n_local > 0 or self.ddp
 
     def pad(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The shard, or two zero images for an empty one under DDP."""
         if self.ddp and not len(x):
             return x.new_zeros((2, *x.shape[1:])), y.new_zeros((2, *y.shape[1:]))
         return x, y
 
     def sync(self, step: bool):
+        """The context of a micro-batch's backward: gradients all-reduced only when `step` follows."""
         return self.net.no_sync() if self.ddp and not step else contextlib.nullcontext()
 
     def mean_loss(self, loss: torch.Tensor, n_local: int) -> tuple[torch.Tensor, float, int]:

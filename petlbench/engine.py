@@ -157,6 +157,7 @@ def evaluate(model: nn.Module, ev: EvalSet, device: torch.device, normalize=True
         total = int(total)
     return {"top1": 100.0 * correct / max(1, total), "n": total}
 
+
 @dataclass
 class EvalPlan:
     """Which epochs evaluate (`is_eval_epoch` with `every` and `phase`), on which sets, and which evaluation's
@@ -168,6 +169,7 @@ class EvalPlan:
     select_on: str | None = None
 
     def due(self, epoch: int, epochs: int) -> bool:
+        """Whether 0-based `epoch` of `epochs` ends with an evaluation."""
         return is_eval_epoch(epoch, epochs, self.every, self.phase)
 
     def run(self, model: nn.Module, epoch: int, info: dict, result: TrainResult, augment: BatchAugment,
@@ -192,20 +194,25 @@ class RunLog:
     progress: Callable[[str, int, int, dict], None] | None = None
 
     def epoch(self, info: dict) -> None:
+        """The epoch's JSON line."""
         if self.path and distributed.is_main():
             with open(self.path, "a", encoding="utf-8") as f:
                 f.write(json.dumps(info) + "\n")
 
     def evaluated(self, info: dict) -> None:
+        """The evaluation's INFO line."""
         log.info("epoch %d: %s", info["epoch"], {k: v for k, v in info.items() if k != "epoch"})
 
     def done(self, epochs_done: int, epochs: int, info: dict) -> None:
+        """Report progress after an epoch (the callback may raise to stop the run)."""
         if self.progress:
             self.progress("train", epochs_done, epochs, info)
 
 
 @dataclass
 class TrainResult:
+    """What a training run leaves: its evaluations, the selected tuned tensors, its time and images."""
+
     history: list[dict] = field(default_factory=list)  # one entry per evaluation: epoch, {set: top1}, loss
     train_seconds: float = 0.0  # in the training loop, earlier processes of a resumed run included
     images_seen: int = 0  # likewise
@@ -254,7 +261,7 @@ def fit(model: nn.Module, batches: Iterable, plan: EvalPlan, recipe: OptimRecipe
             step = (i + 1) % ex.grad_accum == 0 or i + 1 == len(batches)
             if par.joins(n_local):
                 x, y = par.pad(x, y)
-                with par.sync(step):
+                with par.sync(step):  # under DDP: one all-reduce per optimizer step, not per micro-batch
                     x, y = augment.mix(x, y)
                     with autocast():
                         logits = forward(x)

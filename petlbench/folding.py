@@ -156,6 +156,7 @@ def add_weight_delta(layer: nn.Module, delta: Tensor, bias_delta: Tensor | None 
     bias = layer.bias.detach() if layer.bias is not None else None
     if bias_delta is not None:
         if bias_delta.shape != (layer.out_features,):
-            raise MergeError(f"bias delta of shape {tuple(bias_delta.shape)} does not fit {layer.out_features} outputs")
+            raise MergeError(f"bias delta of shape {tuple(bias_delta.shape)} does not fit {layer.out_features} "
+                             f"outputs")
         bias = _f64(bias_delta) if bias is None else _f64(bias) + _f64(bias_delta)
     return _new_like(layer, _f64(layer.weight) + _f64(delta), bias)  # type: ignore[return-value]

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 
@@ -143,7 +144,7 @@ class _EpochBatches(torch.utils.data.Sampler):
     last partial batch (a split of less than one batch is kept); `drop_single` drops a last batch of one sample
     (BatchNorm cannot train on it)."""
 
-    def __init__(self, owner: "LoaderBatches", sampler, batch_size: int, drop_last: bool, drop_single: bool):
+    def __init__(self, owner: LoaderBatches, sampler, batch_size: int, drop_last: bool, drop_single: bool):
         self.owner, self.sampler, self.batch_size = owner, sampler, batch_size
         self.drop_last, self.drop_single = drop_last, drop_single
 

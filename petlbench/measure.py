@@ -12,8 +12,8 @@ import logging
 import math
 import statistics
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Callable, Iterator
 
 import torch
 import torch.nn as nn
@@ -44,9 +44,7 @@ def explicit_attention(model: nn.Module) -> Iterator[None]:
 
 def count_flops(model: nn.Module, x: torch.Tensor) -> int:
     """FLOPs of one forward pass (torch FlopCounterMode: a multiply-add counts 2)."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    from torch.utils.flop_counter import sdpa_flop_count
+    from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
     def cpu_sdpa(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
         return sdpa_flop_count(query_shape, key_shape, value_shape)

@@ -12,7 +12,12 @@ PUBLISHED_STYLE = {"marker": "s", "facecolors": "none", "edgecolors": "0.45"}
 
 def pyplot():
     """matplotlib.pyplot on the Agg backend (files only, no display)."""
-    import matplotlib
+    try:
+        import matplotlib
+    except ImportError:
+        from .errors import PETLBenchError
+
+        raise PETLBenchError("plots need matplotlib: pip install 'petlbench[plots]'") from None
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

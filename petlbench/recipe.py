@@ -102,9 +102,11 @@ def check_recipe(recipe: Recipe) -> None:
     """ValueError when a recipe names a protocol field or a method option that does not exist (a typo in a
     recipe file would otherwise be a silent no-op)."""
     from .method import METHODS
-    from .task import Protocol
+    from .task import TASKS
 
-    proto = {f.name for f in dataclasses.fields(Protocol)}
+    # the fields of the protocol classes of the tasks it is written for (each family's own class)
+    classes = {type(TASKS.get(n).protocol) for n in TASKS.names() if TASKS.get(n).benchmark in recipe.benchmarks}
+    proto = {f.name for c in classes for f in dataclasses.fields(c)}
     bad = [k for k in recipe.protocol if k not in proto]
     bad += [f"{m}:{k}" for m, d in recipe.method_protocol.items() for k in d if k not in proto]
     methods = {m: dict(opts) for m, opts in recipe.methods.items()}

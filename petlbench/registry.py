@@ -5,7 +5,8 @@ Duplicate names are errors; an unknown name lists the known ones and the closest
 from __future__ import annotations
 
 import difflib
-from typing import Callable, Generic, Iterable, TypeVar
+from collections.abc import Callable, Iterable
+from typing import Generic, TypeVar
 
 from .errors import UnknownNameError
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 import math
 import os
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from .atomic import atomic_write_text as write_text
 from .tables import Cell, Table
@@ -249,7 +250,6 @@ def write_plots(frame, results_dir: str, search: tuple[str, ...] = (), reference
     """Each benchmark's plots (`Benchmark.plots`; default accuracy vs parameters), latency vs batch size per
     efficiency run."""
     from . import plots
-
     from .benchmark import get
 
     paths = []

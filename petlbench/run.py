@@ -17,7 +17,8 @@ import platform
 import subprocess
 import time
 import traceback
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 
@@ -42,6 +43,7 @@ from .engine import (
 from .errors import ConfigError, PETLBenchError
 from .loaders import LoaderBatches, augmented, evaluate_targets, input_normalization, load_split
 from .spec import RunSpec, effective_amp, recipe_for, resolve, run_name, task_method_defaults, variant_of_spec
+from .resume import load_trainable
 from .store import ResultStore, check_writable
 from .weights import resolve_weights
 
@@ -160,10 +162,7 @@ def execute(spec: RunSpec, data_root: str, store: ResultStore, out_dir: str, for
     if distributed.is_distributed() and isinstance(train_batches, LoaderBatches):
         train_bad.items[:] = [b for items in distributed.gather_objects(train_bad.items) for b in items]  # all shares
     # Restore the selected evaluation's tuned tensors (reproduction: best test; clean: best val).
-    with torch.no_grad():
-        named = dict(model.named_parameters())
-        for n, t in (res.best_state or {}).items():
-            named[n].copy_(t)
+    load_trainable(model, res.best_state or {})
     selected = max((h for h in res.history if select_split in h), key=lambda h: h[select_split])
     metrics = {"top1": selected[select_split], "epoch": selected["epoch"], "split": select_split}
     if clean:

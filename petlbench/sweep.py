@@ -31,8 +31,9 @@ import os
 import re
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from .atomic import clean_stale_temps_under, host_name, pid_alive
 from .errors import ConfigError, PETLBenchError

@@ -19,10 +19,10 @@ from __future__ import annotations
 import logging
 import math
 import os
-import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from importlib.resources import files
-from typing import Any, Iterable
+from typing import Any
 
 from .store import record_problem
 

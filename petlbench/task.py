@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Literal
+from typing import Any, Literal
 
 from .config import added_later
 from .data import OnBad, Sample
@@ -157,7 +158,7 @@ class Task:
     benchmark: str  # its family's `Benchmark` name (petlbench/benchmark.py): the first part of `name`
     num_classes: int
     splits: tuple[str, ...]
-    samples_fn: Callable[["Task", str, str], list[Sample]]  # (task, data_root, split) -> samples
+    samples_fn: Callable[[Task, str, str], list[Sample]]  # (task, data_root, split) -> samples
     protocol: Protocol = field(default_factory=ClassificationProtocol)
     method_defaults: dict[str, dict[str, Any]] = field(default_factory=dict)  # e.g. RepAdapter's per-dataset s
     group: str = ""  # a column group of its benchmark's table (e.g. VTAB-1k's Natural / Specialized / Structured)

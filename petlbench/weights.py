@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
-from typing import Iterable, Iterator
+from collections.abc import Iterable, Iterator
 
 from .errors import PETLBenchError
 

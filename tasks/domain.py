@@ -49,10 +49,24 @@ import importlib.util
 import logging
 import os
 
-from petlbench.data import DataError, Sample, first_dir, folder_samples, holding_root, read_list_file, text_lines
 from petlbench.benchmark import BENCHMARKS, Benchmark, no_plots
-from petlbench.tables import (Cell, Column, Row, Table, cell_of, collapse_search, finished, mean_of, params_m,
-                              protocol_note, recipe_notes, recipes_of, search_note, selection_note)
+from petlbench.data import DataError, Sample, first_dir, folder_samples, holding_root, read_list_file, text_lines
+from petlbench.tables import (
+    Cell,
+    Column,
+    Row,
+    Table,
+    cell_of,
+    collapse_search,
+    finished,
+    mean_of,
+    params_m,
+    protocol_note,
+    recipe_notes,
+    recipes_of,
+    search_note,
+    selection_note,
+)
 from petlbench.task import TASKS, ClassificationProtocol, Task
 
 from .fewshot import FEWSHOT_PROTOCOL, dataset_folder
@@ -80,7 +94,7 @@ def _read_wnids(path: str) -> list[str]:
     return [w for w in (line.strip() for _, line in text_lines(path)) if w and not w.startswith("#")]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def imagenet_wnids() -> tuple[str, ...]:
     """The 1000 ImageNet-1k WordNet ids; position = class index (sorted ids, the standard order)."""
     path = _synsets_file()
@@ -95,7 +109,7 @@ def imagenet_wnids() -> tuple[str, ...]:
     return tuple(wnids)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def wnid_to_index() -> dict[str, int]:
     return {w: i for i, w in enumerate(imagenet_wnids())}
 

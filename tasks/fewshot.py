@@ -36,18 +36,36 @@ trains on train_shot16_seed0; pass train_split=fewshot_split(k, s) (and clean_tr
 from __future__ import annotations
 
 import logging
-import os
-
 import math
+import os
 import re
 
 from petlbench.benchmark import BENCHMARKS, Benchmark
 from petlbench.data import DataError, Sample, first_dir, holding_root, read_list_file
 from petlbench.errors import ConfigError
 from petlbench.plots import pyplot, save
-from petlbench.tables import (REFERENCE_DIR, Cell, Column, Row, Table, cell_of, collapse_search, finished, mean_of,
-                              params_m, protocol_note, published, published_frame, published_label, read_reference,
-                              recipe_notes, recipes_of, search_note, selection_note, with_deltas)
+from petlbench.tables import (
+    REFERENCE_DIR,
+    Cell,
+    Column,
+    Row,
+    Table,
+    cell_of,
+    collapse_search,
+    finished,
+    mean_of,
+    params_m,
+    protocol_note,
+    published,
+    published_frame,
+    published_label,
+    read_reference,
+    recipe_notes,
+    recipes_of,
+    search_note,
+    selection_note,
+    with_deltas,
+)
 from petlbench.task import TASKS, ClassificationProtocol, Task
 
 log = logging.getLogger(__name__)

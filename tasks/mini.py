@@ -193,7 +193,12 @@ def _clevr_count(rng: np.random.Generator) -> tuple[np.ndarray, int]:
 
 def _digits() -> tuple[np.ndarray, np.ndarray]:
     from PIL import Image
-    from sklearn.datasets import load_digits
+
+    try:
+        from sklearn.datasets import load_digits
+    except ImportError:
+        raise PETLBenchError("the mini-benchmark's digits ship with scikit-learn: pip install 'petlbench[mini]'") \
+            from None
 
     d = load_digits()
     imgs = []

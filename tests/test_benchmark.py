@@ -97,11 +97,11 @@ def toy_family(tmp_path):
 
 
 def test_a_new_family_is_one_module(toy_family, tmp_path):
-    from records import record
-
     from petlbench.report import suite_tables
     from petlbench.sweep import expand, load_sweep
     from petlbench.tables import run_frame
+
+    from records import record
 
     assert "toybench" in BENCHMARKS and "toybench/blobs" in TASKS
     # its sweep axis is a sweep key, applied to its tasks only

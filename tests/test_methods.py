@@ -69,7 +69,8 @@ def test_frozen_means_frozen(method, variant):
     loss = torch.nn.functional.cross_entropy(model(images(8)), torch.arange(8) % NUM_CLASSES)
     loss.backward()
     train = _should_train(model)
-    no_grad = sorted(n for n, p in model.named_parameters() if n in train and (p.grad is None or p.grad.abs().sum() == 0))
+    no_grad = sorted(n for n, p in model.named_parameters()
+                     if n in train and (p.grad is None or p.grad.abs().sum() == 0))
     assert no_grad == [], f"trainable tensors without gradient: {no_grad[:5]}"
     opt.step()
     changed = {n for n, p in model.named_parameters() if not torch.equal(before[n], p.detach())}
@@ -120,9 +121,9 @@ def test_merge_is_exact_and_plain(method, variant):
 
 @pytest.mark.parametrize("method,variant", DOES_NOT_MERGE)
 def test_merge_refusal_says_why(method, variant):
-    why = petlbench.get_method(method).merge_blocker(FAMILY[variant])
-    with pytest.raises(petlbench.MergeError, match=f"method '{method}' on this {FAMILY[variant]} backbone does not merge"
-                       ) as err:
+    family = FAMILY[variant]
+    why = petlbench.get_method(method).merge_blocker(family)
+    with pytest.raises(petlbench.MergeError, match=f"'{method}' on this {family} backbone does not merge") as err:
         petlbench.merge(build(method, variant))
     assert why in str(err.value)
 

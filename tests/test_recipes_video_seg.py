@@ -99,9 +99,11 @@ def test_recipe_fields_equal_the_authors_files(name):
 
 
 def protocol_is_valid(r) -> bool:
-    from petlbench.task import Protocol
+    """The recipe's values build a valid protocol of each task it is written for (its family's class)."""
+    from petlbench.task import TASKS
 
-    return Protocol(**r.protocol_values()).validate() is None
+    tasks = [TASKS.get(n) for n in TASKS.names() if TASKS.get(n).benchmark in r.benchmarks]
+    return bool(tasks) and all(type(t.protocol)(**r.protocol_values()).validate() is None for t in tasks)
 
 
 # --- video ----------------------------------------------------------------------------------------------------

@@ -11,10 +11,11 @@ import time
 import pandas as pd
 import pytest
 
-import records
-from petlbench.report import to_frame, to_latex, to_markdown, write_plots, write_tables
 from petlbench.benchmark import BENCHMARKS
+from petlbench.report import to_frame, to_latex, to_markdown, write_plots, write_tables
 from petlbench.tables import Cell, grouped_table, published, recipe_key, run_frame
+
+import records
 
 VTAB = ["cifar", "caltech101", "dtd", "oxford_flowers102", "oxford_iiit_pet", "svhn", "sun397", "patch_camelyon",
         "eurosat", "resisc45", "diabetic_retinopathy", "clevr_count", "clevr_dist", "dmlab", "kitti", "dsprites_loc",

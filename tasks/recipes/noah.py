@@ -115,9 +115,9 @@ RECIPES.add(Recipe(
     protocol=FEWSHOT, methods=METHODS,
     deviations=(
         TIMM_VERSION,
-        "Seeds: NOAH trains every split seed with --seed 0 ({T}:170) and varies only --few-shot-seed; "
+        f"Seeds: NOAH trains every split seed with --seed 0 ({T}:170) and varies only --few-shot-seed; "
         "tasks/sweeps/fewshot.yaml sets the training seed to the split seed (seed=s with "
-        "train_shot<k>_seed<s>); pass seed=0 to train as NOAH did.".format(T=T),
+        "train_shot<k>_seed<s>); pass seed=0 to train as NOAH did.",
         "Erasing runs on the normalised batch on the device (timm's prefetcher path) instead of per image in "
         "the loader: the same operation and distribution (tests/test_recipes.py compares them image by image).",
     ),

@@ -37,9 +37,21 @@ from dataclasses import dataclass
 
 from petlbench.benchmark import BENCHMARKS, Benchmark
 from petlbench.data import DataError
-from petlbench.tables import REFERENCE_DIR as _REFERENCE_DIR
-from petlbench.tables import (Column, Table, cell_of, collapse_search, finished, measured_rows, protocol_note,
-                              published, published_row, recipe_notes, recipes_of, search_note)
+from petlbench.tables import (
+    REFERENCE_DIR as _REFERENCE_DIR,
+    Column,
+    Table,
+    cell_of,
+    collapse_search,
+    finished,
+    measured_rows,
+    protocol_note,
+    published,
+    published_row,
+    recipe_notes,
+    recipes_of,
+    search_note,
+)
 from petlbench.task import TASKS, Protocol, Task
 
 

@@ -15,7 +15,8 @@ multiple of the patch size, as mmseg's own ViT pads ("corner"), so whole-image i
 from __future__ import annotations
 
 import copy
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -25,7 +26,6 @@ from mmseg.registry import MODELS
 import petlbench
 from petlbench.errors import ConfigError
 from petlbench.weights import resolve_weights
-
 
 VIT_MODULES = ("timm.models.vision_transformer", "timm.models.deit")  # timm's VisionTransformer class
 

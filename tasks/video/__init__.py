@@ -34,7 +34,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-
 from dataclasses import dataclass
 from typing import Literal
 
