@@ -33,7 +33,16 @@ def __getattr__(name: str):
 
 
 if TYPE_CHECKING:
-    from .api import apply_method, count_paper, count_trainable, create_model, get_method, list_methods, merge, method_of
+    from .api import (
+        apply_method,
+        count_paper,
+        count_trainable,
+        create_model,
+        get_method,
+        list_methods,
+        merge,
+        method_of,
+    )
     from .checkpoint import load_tuned, save_tuned
     from .errors import CheckpointError, ConfigError, MergeError, PETLBenchError, UnknownNameError
     from .method import METHODS, PETLInfo, PETLMethod, Wrapper, register_method

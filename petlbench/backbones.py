@@ -17,7 +17,6 @@ from .errors import PETLBenchError, UnknownNameError
 from .registry import did_you_mean
 from .weights import cached_hub_file, cached_timm_weights, check_npz, first_line, hub_offline, is_npz
 
-
 OPENCLIP = "openclip:"
 # CLIP's training statistics (open_clip's OPENAI_DATASET_MEAN/STD, its default for every tag without its own)
 OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -30,7 +29,8 @@ def check_backbone(name: str) -> None:
         open_clip = _open_clip()
         arch = name[len(OPENCLIP):]
         if arch not in open_clip.list_models():
-            raise UnknownNameError(f"unknown open_clip architecture {arch!r}{did_you_mean(arch, open_clip.list_models())}"
+            raise UnknownNameError(f"unknown open_clip architecture {arch!r}"
+                                   f"{did_you_mean(arch, open_clip.list_models())}"
                                    "; list them with: python -c \"import open_clip; print(open_clip.list_models())\"")
         return
     import timm
@@ -57,44 +57,45 @@ def create_backbone(name: str, num_classes: int, pretrained: bool | str = False,
     import timm
 
     check_backbone(name)
-    if isinstance(pretrained, str) and name.startswith("videomae_"):  # VideoMAE's own key layout
-        from .models.videomae import load_videomae
-
+    if isinstance(pretrained, str):
         path = os.path.expanduser(pretrained)
         if not os.path.isfile(path):
             raise PETLBenchError(f"pretrained checkpoint {pretrained!r} does not exist")
-        return load_videomae(timm.create_model(name, pretrained=False, num_classes=num_classes, **kwargs), path)
-    npz = local = None
-    if isinstance(pretrained, str):
-        path = local = os.path.expanduser(pretrained)
-        if not os.path.isfile(path):
-            raise PETLBenchError(f"pretrained checkpoint {pretrained!r} does not exist")
-        if is_npz(path):
-            check_npz(path)
-            npz = path
-        # timm's builder (load_pretrained in timm/models/_builder.py) hands a `file` to the model's own
-        # load_pretrained (the .npz converter, vision_transformer.py _load_weights) only when custom_load is set,
-        # and otherwise to torch.load / safetensors. Set it both ways: the registry cfg of a tag such as
-        # vit_base_patch16_224.augreg_in21k has custom_load=True (for its .npz URL), which timm 1.0.9 to 1.0.29 at
-        # least keep under a `file` overlay (1.0.31 resets it), so a .pth would go to the .npz reader.
-        kwargs["pretrained_cfg_overlay"] = dict(file=path, custom_load=npz is not None)
-        pretrained = True
-    elif pretrained is True and "pretrained_cfg_overlay" not in kwargs:
+        if name.startswith("videomae_"):  # VideoMAE's own key layout
+            from .models.videomae import load_videomae
+
+            return load_videomae(timm.create_model(name, pretrained=False, num_classes=num_classes, **kwargs), path)
+        return _create_from_file(name, num_classes, path, kwargs)
+    if pretrained is True and "pretrained_cfg_overlay" not in kwargs:
         cached = cached_timm_weights(name)
         if cached is not None:
             # huggingface_hub reads HF_HUB_OFFLINE at import only, so timm's hub path would still ask the hub
             # (and retry ~30 s offline) for a file that is cached: hand timm the cached file instead. The hub copy
             # is a native state dict, hence custom_load=False.
             kwargs["pretrained_cfg_overlay"] = dict(file=cached, custom_load=False)
-    if npz is None and local is None:
-        return _timm_create(name, num_classes, bool(pretrained), kwargs)
+    return _timm_create(name, num_classes, bool(pretrained), kwargs)
+
+
+def _create_from_file(name: str, num_classes: int, path: str, kwargs: dict[str, Any]) -> nn.Module:
+    """`create_backbone` with the weights of the existing local checkpoint `path`: a JAX/Flax .npz, or a .pth /
+    .bin / .safetensors file; PETLBenchError naming the file when it does not load into `name`."""
+    npz = None
+    if is_npz(path):
+        check_npz(path)
+        npz = path
+    # timm's builder (load_pretrained in timm/models/_builder.py) hands a `file` to the model's own
+    # load_pretrained (the .npz converter, vision_transformer.py _load_weights) only when custom_load is set,
+    # and otherwise to torch.load / safetensors. Set it both ways: the registry cfg of a tag such as
+    # vit_base_patch16_224.augreg_in21k has custom_load=True (for its .npz URL), which timm 1.0.9 to 1.0.29 at
+    # least keep under a `file` overlay (1.0.31 resets it), so a .pth would go to the .npz reader.
+    kwargs = dict(kwargs, pretrained_cfg_overlay=dict(file=path, custom_load=npz is not None))
     if npz is None:  # a .pth / .bin / .safetensors file: torch.load(weights_only=True) or safetensors
         try:
             return _timm_create(name, num_classes, True, kwargs)
         except PETLBenchError:
             raise
         except (KeyError, ValueError, RuntimeError, OSError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile) as e:
-            raise PETLBenchError(f"pretrained checkpoint {local} does not load into {name!r}: "
+            raise PETLBenchError(f"pretrained checkpoint {path} does not load into {name!r}: "
                                  f"{type(e).__name__}: {first_line(e)} (a pickle with objects other than tensors "
                                  "is refused by torch.load(weights_only=True): save its state_dict)") from None
     try:
@@ -129,8 +130,9 @@ def _timm_create(name: str, num_classes: int, pretrained: bool, kwargs: dict[str
         raise PETLBenchError(f"backbone {name!r} does not accept {sorted(kwargs)}: {e}") from None
 
 
-def input_normalization(backbone: str, pretrained: bool | str = False,
-                        model: nn.Module | None = None) -> tuple[tuple[float, float, float], tuple[float, float, float]]:
+def input_normalization(
+        backbone: str, pretrained: bool | str = False, model: nn.Module | None = None,
+) -> tuple[tuple[float, float, float], tuple[float, float, float]]:
     """(mean, std) of the input normalisation the weights of `backbone` were trained with, as their config says.
 
     "openclip:<arch>": the built model's own `image_mean`/`image_std` (CLIPClassifier, or open_clip's

@@ -137,11 +137,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
     finally:
         bar.close()
     name = args.backbone.replace(":", "_")  # openclip:ViT-B-16 -> openclip_ViT-B-16 (no ':' in file names)
-    stem = name if (args.device, args.dtype) == ("cpu", "fp32") else f"{name}_{args.device.replace(':', '')}_{args.dtype}"
+    stem = (name if (args.device, args.dtype) == ("cpu", "fp32")
+            else f"{name}_{args.device.replace(':', '')}_{args.dtype}")
     if args.forms != "all":
         stem += f"_{args.forms}"
     rounds = ", ".join(f"bs{bs}: {int(df[f'rounds_bs{bs}'].iloc[0])} rounds" for bs in args.batch_sizes)
-    meta = {"backbone": args.backbone, "img_size": args.img_size, "batch_sizes": list(args.batch_sizes), "rounds": rounds,
+    meta = {"backbone": args.backbone, "img_size": args.img_size, "batch_sizes": list(args.batch_sizes),
+            "rounds": rounds,
             "methods": methods, "method_cfgs": cfgs, "environment": environment(args.device, args.dtype),
             "command": "petlbench " + " ".join(shlex.quote(a) for a in args.argv),
             "date": started.strftime("%Y-%m-%d %H:%M UTC"),
@@ -184,7 +186,8 @@ def cmd_tasks(args: argparse.Namespace) -> int:
         if t.recipe:
             proto = f"recipe {t.recipe}: {proto}"
         role = "eval-only target" if t.eval_only else ""
-        print(f"{n:30s} {t.num_classes:7d}  {t.group or '-':11s} {','.join(t.splits) if len(t.splits) < 8 else f'{len(t.splits)} splits'}"
+        splits = ",".join(t.splits) if len(t.splits) < 8 else f"{len(t.splits)} splits"
+        print(f"{n:30s} {t.num_classes:7d}  {t.group or '-':11s} {splits}"
               f" | {role or proto}")
     return 0
 
@@ -477,13 +480,15 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("run", help="train and evaluate one task with one method")
     r.add_argument("--task", required=True, help="e.g. vtab/cifar (see `petlbench tasks`)")
     r.add_argument("--method", required=True, help="e.g. repadapter (see `petlbench methods`)")
-    r.add_argument("--data-root", default=None, help="folder holding the dataset folders (default: generated, for a benchmark that generates its data)")
+    r.add_argument("--data-root", default=None,
+                   help="folder holding the dataset folders (default: generated, for a benchmark that generates its "
+                        "data)")
     r.add_argument("--force", action="store_true", help="run even if the store has this configuration")
     r.add_argument("--dry-run", action="store_true",
                    help="print the resolved configuration and recipe, each value with its source, and exit")
     r.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
-                   help="protocol (recipe=noah-vtab, epochs=10, selection=clean, weights=none), execution (device=cuda, "
-                        "amp=bf16, compile=true) or method options (scale=0.1 or method.scale=0.1)")
+                   help="protocol (recipe=noah-vtab, epochs=10, selection=clean, weights=none), execution "
+                        "(device=cuda, amp=bf16, compile=true) or method options (scale=0.1 or method.scale=0.1)")
     _add_store_args(r)
     r.set_defaults(func=cmd_run)
     from .benchmark import BENCHMARKS
@@ -497,9 +502,12 @@ def build_parser() -> argparse.ArgumentParser:
             elif not any(a.dest == "quiet" for a in cp._actions):
                 cp.add_argument("--quiet", action="store_true", help="no progress bars")
             cp.set_defaults(func=lambda args, c=c: c.run(args, CommandUI(args)))
-    sw = sub.add_parser("sweep", help="run a sweep file's runs that the store lacks (resumable; see petlbench/sweep.py)")
+    sw = sub.add_parser("sweep",
+                        help="run a sweep file's runs that the store lacks (resumable; see petlbench/sweep.py)")
     sw.add_argument("file", help="a shipped sweep's name (see `petlbench sweeps`), e.g. vtab1k, or a sweep YAML file")
-    sw.add_argument("--data-root", default=None, help="folder holding the dataset folders (default: generated, for a benchmark that generates its data)")
+    sw.add_argument("--data-root", default=None,
+                    help="folder holding the dataset folders (default: generated, for a benchmark that generates its "
+                         "data)")
     sw.add_argument("--retry-failed", action="store_true", help="rerun runs recorded as failed")
     sw.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="an override on top of the file's (repeatable), e.g. --set weights=/ckpt/videomae.pth")

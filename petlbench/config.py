@@ -38,6 +38,11 @@ def _check_value(where: str, key: str, value: Any, hint: Any) -> Any:
             except ConfigError:
                 continue
         raise ConfigError(f"{where}: {key}={value!r} has the wrong type; expected {hint}")
+    return _check_plain(where, key, value, hint)
+
+
+def _check_plain(where: str, key: str, value: Any, hint: Any) -> Any:
+    """`_check_value` for a hint that is neither a Literal nor a union: bool, int, float, str or a class."""
     if hint is bool:
         if isinstance(value, bool):
             return value

@@ -256,7 +256,8 @@ def load_split(task: Task, root: str, split: str, p: ClassificationProtocol, ex:
                          drop_last=train_mode and p.drop_last, drop_single=train_mode), data.bad
 
 
-def evaluate_targets(task: Task, model, data_root: str, p: ClassificationProtocol, ex: Execution, device) -> dict[str, Any]:
+def evaluate_targets(task: Task, model, data_root: str, p: ClassificationProtocol, ex: Execution,
+                     device) -> dict[str, Any]:
     """Top-1 of the trained model on each of `task.eval_targets` whose data is present; an absent target is
     recorded as absent (with the reason), not as 0."""
     out: dict[str, Any] = {}

@@ -101,7 +101,8 @@ def peak_memory_bytes(model: nn.Module, x: torch.Tensor) -> int:
     from torch.profiler import ProfilerActivity, profile
 
     static = sum(t.numel() * t.element_size() for t in list(model.parameters()) + list(model.buffers()))
-    with _silence_fd2(), torch.inference_mode(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+    with (_silence_fd2(), torch.inference_mode(),
+          profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof):
         model(x)
     # Allocations are attributed to the op that made them (its *self* usage, so nested ops count once);
     # frees of tensors that die between ops are "[memory]" events. Replayed in time order, their running sum
@@ -183,11 +184,11 @@ def build_variants(backbone: str, methods: list[str], method_cfgs: dict[str, dic
         wrapped = any(isinstance(m, Wrapper) for m in model.modules())
         blocker = method_of(model).merge_blocker(model.petl.family) if wrapped else None
         notes = [] if wrapped else ["adds no module: already the plain architecture"]
-        if blocker:
+        if blocker and METHODS.get(name).mergeable:  # a method that never merges needs no note
             notes.append(f"no merged form on this backbone: {blocker}")
         if "unmerged" in forms or not wrapped:
             rows.append(Variant(name, "unmerged", model, n, paper, notes))
-        if wrapped and METHODS.get(name).mergeable and not blocker and "merged" in forms:
+        if wrapped and not blocker and "merged" in forms:
             rows.append(Variant(name, "merged", merge(model), n, paper))
     return rows
 

@@ -1,6 +1,6 @@
 """Plots from `tables.Table`s and efficiency CSVs, as PNG and PDF: accuracy vs trainable parameters, latency vs
-batch size (merged and unmerged); a benchmark draws its own others (`Benchmark.plots`) with `pyplot` and `save`. Measured points are filled, published ones hollow and grey,
-so the two never read as one series."""
+batch size (merged and unmerged); a benchmark draws its own others (`Benchmark.plots`) with `pyplot` and `save`.
+Measured points are filled, published ones hollow and grey, so the two never read as one series."""
 from __future__ import annotations
 
 import math

@@ -42,8 +42,8 @@ from .engine import (
 )
 from .errors import ConfigError, PETLBenchError
 from .loaders import LoaderBatches, augmented, evaluate_targets, input_normalization, load_split
-from .spec import RunSpec, effective_amp, recipe_for, resolve, run_name, task_method_defaults, variant_of_spec
 from .resume import load_trainable
+from .spec import RunSpec, effective_amp, recipe_for, resolve, run_name, task_method_defaults, variant_of_spec
 from .store import ResultStore, check_writable
 from .weights import resolve_weights
 

@@ -416,6 +416,26 @@ def run_sweep(path: str, data_root: str | None, store_root: str, out_dir: str, *
     for folder in (store_root, out_dir):  # temporary files of writers killed earlier (kill -9, a lost node)
         for leftover in clean_stale_temps_under(folder):
             log.info("removed the stale temporary file %s", leftover)
+    pending = _pending_runs(runs, store, data_root, retry_failed, summary, say)
+    for benchmark in sorted({r.benchmark for r in pending}):  # a read-only or full store: one line, now
+        store.check_writable(benchmark)
+    if executor == "inline":
+        for i, r in enumerate(pending):
+            if progress:
+                progress("sweep", i, len(pending))
+            status, reason = run_one(r.task, r.method, r.overrides, data_root, store_root, out_dir, retry_failed)
+            _count(summary, r, status, reason, say)
+        if progress:
+            progress("sweep", len(pending), len(pending))
+        return summary
+    return _submit(pending, summary, data_root, store_root, out_dir, retry_failed, executor,
+                   executor_options or {}, say)
+
+
+def _pending_runs(runs: list[PlannedRun], store: ResultStore, data_root: str | None, retry_failed: bool,
+                  summary: SweepSummary, say: Callable[[str], None]) -> list[PlannedRun]:
+    """The runs of `runs` to run now: not finished in the store on the same data, not failed before (unless
+    `retry_failed`), and with their task's data present. Counts the others in `summary`."""
     absent: dict[str, str | None] = {}
     pending: list[PlannedRun] = []
     data: dict[tuple, Any] = {}  # (task, splits) -> the data identity at data_root (each list read once)
@@ -435,19 +455,7 @@ def run_sweep(path: str, data_root: str | None, store_root: str, out_dir: str, *
                 say(f"skipping {r.task}: data absent ({absent[r.task]})")
         if not absent[r.task]:
             pending.append(r)
-    for benchmark in sorted({r.benchmark for r in pending}):  # a read-only or full store: one line, now
-        store.check_writable(benchmark)
-    if executor == "inline":
-        for i, r in enumerate(pending):
-            if progress:
-                progress("sweep", i, len(pending))
-            status, reason = run_one(r.task, r.method, r.overrides, data_root, store_root, out_dir, retry_failed)
-            _count(summary, r, status, reason, say)
-        if progress:
-            progress("sweep", len(pending), len(pending))
-        return summary
-    return _submit(pending, summary, data_root, store_root, out_dir, retry_failed, executor,
-                   executor_options or {}, say)
+    return pending
 
 
 def _count(summary: SweepSummary, r: PlannedRun, status: str, reason: str, say: Callable[[str], None]) -> None:

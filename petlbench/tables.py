@@ -507,7 +507,8 @@ def efficiency_table(df, meta: dict, name: str) -> Table:
                 cells[f"latency_ratio_bs{bs}"].lo = r[f"latency_ratio_q1_bs{bs}"]
                 cells[f"latency_ratio_bs{bs}"].hi = r[f"latency_ratio_q3_bs{bs}"]
         table.rows.append(Row(f"{r['method']} ({r['form']})", "ours", cells))
-    notes = sorted({f"{m}: {n}" for m, n in zip(df["method"], df.get("notes", [""] * len(df))) if isinstance(n, str) and n})
+    notes = sorted({f"{m}: {n}" for m, n in zip(df["method"], df.get("notes", [""] * len(df)))
+                    if isinstance(n, str) and n})
     table.notes += [
         f"Backbone `{meta.get('backbone')}` at {meta.get('img_size')}px, random weights, {env.get('device')} "
         f"{env.get('dtype')}, torch {env.get('torch')}, timm {env.get('timm')}, {env.get('threads')} threads"

@@ -51,7 +51,8 @@ def main() -> None:
                 [EvalSet("heldout", TensorBatches(x_te, y_te, 500, shuffle=False))], epochs=args.epochs,
                 lr=args.lr, weight_decay=0.05, warmup_epochs=2, warmup_lr=1e-5, min_lr=1e-5,
                 label_smoothing=0.1, eval_every=5, execution=Execution(device="cpu"), seed=args.seed,
-                progress=lambda s, d, t, info: print(json.dumps(info | {"minutes": round((time.time() - t0) / 60, 2)}), flush=True))
+                progress=lambda s, d, t, info: print(
+                    json.dumps(info | {"minutes": round((time.time() - t0) / 60, 2)}), flush=True))
     acc = res.history[-1]["heldout"]
     head = {id(p) for p in model.get_classifier().parameters()}
     state = {n: p.detach().contiguous() for n, p in model.named_parameters() if id(p) not in head}

@@ -254,8 +254,8 @@ def split_size(task: Task, split: str) -> int | None:
 # NOAH's DG protocol: configs/*/domain-generalization/slurm_train_*_imagenet.sh (--lr 0.005 --weight-decay
 # 0.0001 --batch-size 64 --epochs 100, shot 16, seed 0) with supernet_train_prompt.py's defaults for the rest,
 # i.e. the few-shot protocol (tasks/fewshot.py FEWSHOT_PROTOCOL, sources there) on ImageNet.
-DG_PROTOCOL = ClassificationProtocol(**FEWSHOT_PROTOCOL, train_split="train_shot16_seed0", clean_train_split="train_shot16_seed0",
-                       val_split="val", test_split="test")
+DG_PROTOCOL = ClassificationProtocol(**FEWSHOT_PROTOCOL, train_split="train_shot16_seed0",
+                                     clean_train_split="train_shot16_seed0", val_split="val", test_split="test")
 
 TASKS.add(Task(
     name=SOURCE, benchmark="domain", num_classes=1000,

@@ -240,8 +240,9 @@ def generate(root: str | None = None, seed: int = 0) -> str:
             order = rng.permutation(len(labels))
             images, labels = images[order], labels[order]
         else:
-            make = {"dsprites_loc": lambda: _dsprites(rng, "loc"), "dsprites_ori": lambda: _dsprites(rng, "ori"),
-                    "clevr_count": lambda: _clevr_count(rng)}[name]
+            make = {"dsprites_loc": lambda rng=rng: _dsprites(rng, "loc"),
+                    "dsprites_ori": lambda rng=rng: _dsprites(rng, "ori"),
+                    "clevr_count": lambda rng=rng: _clevr_count(rng)}[name]
             pairs = [make() for _ in range(n)]
             images, labels = np.stack([p[0] for p in pairs]), np.array([p[1] for p in pairs])
         _write_dataset(os.path.join(root, name), images, labels, N_TRAIN, N_VAL)

@@ -10,8 +10,8 @@ official test split (vtab1k.csv `test_images`); `split_size`.
 
 Classes, groups, test sizes and RepAdapter's published per-dataset scale s (RepAdapter / RepAdapter_attn):
 tasks/protocols/vtab1k.csv (from
-tasks/reference/repadapter_protocol.md). Protocol: `ClassificationProtocol()` defaults (AdamW lr 1e-3, wd 1e-4, batch 64,
-100 epochs, cosine with 10 warm-up epochs, no augmentation, bicubic 224, ImageNet mean/std).
+tasks/reference/repadapter_protocol.md). Protocol: `ClassificationProtocol()` defaults (AdamW lr 1e-3, wd 1e-4,
+batch 64, 100 epochs, cosine with 10 warm-up epochs, no augmentation, bicubic 224, ImageNet mean/std).
 """
 from __future__ import annotations
 
@@ -105,6 +105,13 @@ def _configure_estimate(parser) -> None:
     parser.add_argument("--out", default=os.path.join("results", "efficiency"))
 
 
+def estimate_sizes() -> list[dict]:
+    """What `measure.time_estimate` takes for VTAB-1k: per dataset, 1,000 training images, the official test
+    split's size and the typical size of its source images (tasks/protocols/vtab1k.csv)."""
+    return [{"name": r["name"], "train_images": SPLIT_SIZES["train800val200"], "test_images": r["test_images"],
+             "typical_source_size": r["typical_source_size"]} for r in _rows()]
+
+
 def _estimate(args, ui) -> int:
     """19 datasets x 100 epochs on 1,000 images, a test evaluation every 10 epochs, each image decoded once,
     from per-step, per-image-evaluation and per-image-decode costs measured on synthetic data of VTAB-1k's
@@ -118,10 +125,8 @@ def _estimate(args, ui) -> int:
 
     get_method(args.method)
     ui.check_device(args.device)
-    sizes = [{"name": r["name"], "train_images": SPLIT_SIZES["train800val200"], "test_images": r["test_images"],
-              "typical_source_size": r["typical_source_size"]} for r in _rows()]
     try:
-        est = time_estimate(sizes, args.method, args.device, args.amp, args.batch_size, args.eval_batch_size,
+        est = time_estimate(estimate_sizes(), args.method, args.device, args.amp, args.batch_size, args.eval_batch_size,
                             steps=args.steps, decode_workers=args.decode_workers, progress=ui.progress)
     finally:
         ui.close()

@@ -84,13 +84,15 @@ def test_write_files(table, tmp_path):
 
 
 def test_train_throughput_and_vtab_estimate():
-    from petlbench.measure import train_throughput, vtab_time_estimate
+    from petlbench.measure import time_estimate, train_throughput
+    from petlbench.tasks.vtab import estimate_sizes
 
     df = train_throughput(BACKBONE, ["linear", "repadapter"], batch_size=4, img_size=32, steps=1,
                           **{k: v for k, v in VIT_VARIANTS["vit_cls"].items() if k != "img_size"})
     assert list(df.method) == ["full", "linear", "repadapter"]
     assert df.loc[df.method == "full", "speedup_vs_full"].item() == 1.0 and (df.images_per_s > 0).all()
-    est = vtab_time_estimate("repadapter", batch_size=2, eval_batch_size=2, steps=1, backbone="vit_tiny_patch16_224")
+    est = time_estimate(estimate_sizes(), "repadapter", batch_size=2, eval_batch_size=2, steps=1,
+                        backbone="vit_tiny_patch16_224")
     assert len(est["per_dataset"]) == 19 and sum(d["test_images"] for d in est["per_dataset"]) == 387_904
     assert est["total_minutes"] == pytest.approx(sum(est["totals_s"].values()) / 60)
     cifar = est["per_dataset"][0]

@@ -119,9 +119,9 @@ def test_stale_temporary_files_are_cleaned_when_the_folder_is_written(tmp_path):
 def test_plots_do_not_share_a_temporary_file(tmp_path):
     """`petlbench plot` twice at once: each writes its own temporary file (the former fixed `<stem>.tmp.png` is
     taken here by a folder, as by the other process's half-written file) and renames it."""
-    from petlbench.plots import _plt, save
+    from petlbench.plots import pyplot, save
 
-    plt = _plt()
+    plt = pyplot()
     stem = str(tmp_path / "acc")
     os.makedirs(stem + ".tmp.png")
     os.makedirs(stem + ".tmp.pdf")

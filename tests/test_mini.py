@@ -55,8 +55,8 @@ def test_shipped_backbone_loads_strictly():
 
 
 def test_quick_driver_writes_table_and_plot(root, tmp_path, monkeypatch):
-    from petlbench.tasks import mini as driver
     from petlbench.store import ResultStore
+    from petlbench.tasks import mini as driver
 
     full_plan = driver.mini_plan
     monkeypatch.setattr(driver, "mini_plan", lambda quick: [

@@ -16,8 +16,17 @@ import numpy as np
 import pytest
 import torch
 
-from petlbench.engine import (EvalSet, Execution, TensorBatches, build_optimizer, classification_loss, epoch_lrs,
-                              is_eval_epoch, make_mixup, train)
+from petlbench.engine import (
+    EvalSet,
+    Execution,
+    TensorBatches,
+    build_optimizer,
+    classification_loss,
+    epoch_lrs,
+    is_eval_epoch,
+    make_mixup,
+    train,
+)
 from petlbench.errors import ConfigError
 from petlbench.recipe import RECIPES, check_recipe
 from petlbench.run import resolve
@@ -283,7 +292,8 @@ def _image(seed=0, size=(300, 240)):
     return Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8))
 
 
-@pytest.mark.parametrize("recipe,task", [("noah-fewshot", "fewshot/food101"), ("repadapter-fewshot", "fewshot/food101")])
+@pytest.mark.parametrize("recipe,task",
+                         [("noah-fewshot", "fewshot/food101"), ("repadapter-fewshot", "fewshot/food101")])
 def test_train_transform_equals_timm_with_the_authors_arguments(recipe, task):
     """Our uint8 path (timm create_transform in its prefetcher form, ImageNet normalisation and RandomErasing on
     the normalised batch) gives, for a fixed seed and image, exactly timm's create_transform with NOAH's

@@ -92,7 +92,8 @@ def test_bad_list_line_names_file_and_line(root, tmp_path):
 
 def test_missing_data_root_and_dataset(tmp_path):
     with pytest.raises(DataError, match="data root .*nowhere.* does not exist"):
-        execute(resolve("mini/digits", "lora", dict(FAST)), str(tmp_path / "nowhere"), ResultStore(str(tmp_path)), str(tmp_path))
+        execute(resolve("mini/digits", "lora", dict(FAST)), str(tmp_path / "nowhere"), ResultStore(str(tmp_path)),
+                str(tmp_path))
     with pytest.raises(DataError, match="dataset folder for mini/digits"):
         execute(resolve("mini/digits", "lora", dict(FAST)), str(tmp_path), ResultStore(str(tmp_path)), str(tmp_path))
 

@@ -12,6 +12,7 @@ import torch
 from PIL import Image
 
 import petlbench
+
 import seg_tiny
 
 pytestmark = pytest.mark.segmentation
@@ -26,11 +27,10 @@ from petlbench.errors import ConfigError, MergeError  # noqa: E402
 from petlbench.method import METHODS, Wrapper  # noqa: E402
 from petlbench.run import execute, resolve  # noqa: E402
 from petlbench.store import ResultStore  # noqa: E402
+from petlbench.task import TASKS  # noqa: E402
 from petlbench.tasks.segmentation import check_split, config_path  # noqa: E402
 from petlbench.tasks.segmentation.backbone import PETLViT, merged_segmentor  # noqa: E402
-from petlbench.tasks.segmentation.runner import (build_config, load_seg_tuned, param_counts,  # noqa: E402
-                                                 tuned_tensors)
-from petlbench.task import TASKS  # noqa: E402
+from petlbench.tasks.segmentation.runner import build_config, load_seg_tuned, param_counts, tuned_tensors  # noqa: E402
 
 register_all_modules()
 from mmseg.registry import MODELS  # noqa: E402
@@ -192,7 +192,8 @@ def test_trainable_is_method_plus_heads(ade, tmp_path, base, method):
     runner = runner_for(spec, ade, tmp_path)
     runner.model.init_weights()
     seg = runner.model
-    back = {n[len("backbone.model."):] for n, p in seg.named_parameters() if n.startswith("backbone.") and p.requires_grad}
+    back = {n[len("backbone.model."):] for n, p in seg.named_parameters()
+            if n.startswith("backbone.") and p.requires_grad}
     rest = [(n, p.requires_grad) for n, p in seg.named_parameters() if not n.startswith("backbone.")]
     assert rest and all(flag for _, flag in rest)
     alone = petlbench.create_model("vit_tiny_patch16_224", method=method, num_classes=0, img_size=64,
@@ -298,7 +299,7 @@ def test_merged_backbone_gives_the_same_miou(ade, tmp_path, method):
         return
     torch.manual_seed(1)
     with torch.no_grad():  # random method tensors (a zero-initialised B would make merging trivially exact)
-        for n, p in runner.model.backbone.named_parameters():
+        for p in runner.model.backbone.parameters():
             if p.requires_grad:
                 p.add_(torch.randn_like(p) * 0.05)
     unmerged = runner.model

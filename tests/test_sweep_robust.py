@@ -225,10 +225,10 @@ def test_the_decode_cache_checks_each_pair_once(ade, tmp_path, monkeypatch):
 @pytest.mark.segmentation
 def test_a_truncated_ade20k_image_fails_the_run_before_training(ade, tmp_path):
     pytest.importorskip("mmseg")
-    import seg_tiny
-
     from petlbench.data import DataError
     from petlbench.run import execute, resolve
+
+    import seg_tiny
 
     data = tmp_path / "data"
     shutil.copytree(ade, data)
@@ -278,9 +278,9 @@ def test_hmdb51_with_a_last_training_batch_of_one_clip_trains_and_records(tmp_pa
     """51 training clips in batches of 10 (drop_last off): the last batch holds one clip, on which the video head's
     BatchNorm1d would raise "Expected more than 1 value per channel"; it is dropped and the run is recorded."""
     pytest.importorskip("decord")
-    from test_video_data import make_hmdb_official
-
     from petlbench.run import execute, resolve
+
+    from test_video_data import make_hmdb_official
 
     make_hmdb_official(tmp_path)
     spec = resolve("video/hmdb51", "linear", {"img_size": 32, "num_frames": 4, "epochs": 1, "eval_every": 1,

@@ -55,7 +55,8 @@ def test_vtab_seeds_missing_cells_and_delta():
     ours = _row(t, "RepAdapter (repadapter-vtab)")
     c = ours.cells["cifar"]
     assert (c.mean, c.n) == (72.0, 3) and c.std == pytest.approx(statistics.stdev(values["cifar"]))
-    assert ours.cells.get("dtd", Cell()).missing and ours.cells["mean:Natural"].missing and ours.cells["mean:groups"].missing
+    assert (ours.cells.get("dtd", Cell()).missing and ours.cells["mean:Natural"].missing
+            and ours.cells["mean:groups"].missing)
     delta = t.rows[t.rows.index(ours) + 1]
     assert delta.source == "delta" and delta.cells["cifar"].mean == pytest.approx(72.0 - 72.4)
     assert "dtd" not in delta.cells

@@ -25,8 +25,9 @@ def _pairs(samples, base):
 
 
 def test_imagenet_1k_classes_and_subsets():
-    from petlbench.tasks import domain
     from timm.data import ImageNetInfo
+
+    from petlbench.tasks import domain
 
     wnids = domain.imagenet_wnids()
     assert list(wnids) == list(ImageNetInfo("imagenet-1k").label_names())

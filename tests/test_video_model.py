@@ -172,15 +172,15 @@ def test_a_short_training_run_lowers_the_loss():
 def test_hmdb51_run_end_to_end(tmp_path):
     """`petlbench run --task video/hmdb51` on generated videos in the official layout: decord in the loader,
     the VideoMAE backbone with RepAdapter (hidden 2, the task default), multi-view test, one record."""
-    from test_video_data import make_hmdb_official
-
     from petlbench.run import execute, resolve
     from petlbench.store import ResultStore
 
+    from test_video_data import make_hmdb_official
+
     make_hmdb_official(tmp_path)
-    spec = resolve("video/hmdb51", "repadapter", {"img_size": 32, "num_frames": 4, "epochs": 2, "eval_every": 1, "warmup_epochs": 0,
-                                                  "batch_size": 16, "test_clips": 2, "test_crops": 3, "lr": 0.01,
-                                                  "device": "cpu", "num_workers": 0})
+    spec = resolve("video/hmdb51", "repadapter", {"img_size": 32, "num_frames": 4, "epochs": 2, "eval_every": 1,
+                                                  "warmup_epochs": 0, "batch_size": 16, "test_clips": 2,
+                                                  "test_crops": 3, "lr": 0.01, "device": "cpu", "num_workers": 0})
     rec = execute(spec, str(tmp_path), ResultStore(str(tmp_path / "store")), str(tmp_path / "out"))
     assert rec["status"] == "ok" and rec["method_cfg"]["dim"] == 2 and rec["metrics"]["split"] == "test_split1"
     assert len(rec["history"]) == 2 and 0.0 <= rec["value"] <= 100.0
@@ -191,17 +191,17 @@ def test_hmdb51_run_end_to_end(tmp_path):
 def test_missing_video_fails_naming_the_list_line_or_is_skipped_and_recorded(tmp_path):
     import os
 
-    from test_video_data import make_hmdb_official
-
     from petlbench.data import DataError
     from petlbench.run import execute, resolve
     from petlbench.store import ResultStore
 
+    from test_video_data import make_hmdb_official
+
     root = make_hmdb_official(tmp_path)
     gone = os.path.join(root, "catch", "catch_2.avi")  # split 1: video 2 of each class is a training video
     os.unlink(gone)
-    over = {"img_size": 32, "num_frames": 4, "epochs": 1, "warmup_epochs": 0, "batch_size": 16, "test_clips": 1, "test_crops": 1,
-            "device": "cpu", "num_workers": 0}
+    over = {"img_size": 32, "num_frames": 4, "epochs": 1, "warmup_epochs": 0, "batch_size": 16, "test_clips": 1,
+            "test_crops": 1, "device": "cpu", "num_workers": 0}
     with pytest.raises(DataError, match=r"catch_2\.avi \(.*catch_test_split1\.txt:3\): file does not exist"):
         execute(resolve("video/hmdb51", "linear", over), str(tmp_path), ResultStore(str(tmp_path / "s")),
                 str(tmp_path / "o"))

@@ -141,7 +141,8 @@ def load_videomae(model: nn.Module, path: str) -> nn.Module:
         raise PETLBenchError(f"{path}: not a readable VideoMAE checkpoint ({type(e).__name__}: {e})") from None
     sd = videomae_state_dict(ckpt, model)
     own = model.state_dict()
-    wrong = [f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}" for k, v in sd.items() if k in own and v.shape != own[k].shape]
+    wrong = [f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}"
+             for k, v in sd.items() if k in own and v.shape != own[k].shape]
     if wrong:
         raise PETLBenchError(f"{path}: does not fit {type(model).__name__} (another size?): {wrong[:4]}")
     missing, unexpected = model.load_state_dict(sd, strict=False)

@@ -76,7 +76,8 @@ RECIPES.add(Recipe(
         randaugment=C("", "VTAB scripts --no_aug (lib/datasets.py:213)"),
         random_erasing=C(0.0, "VTAB scripts --no_aug (lib/datasets.py:213)"),
         test_crop_pct=C(1.0, "VTAB scripts --direct_resize (lib/datasets.py:227-228)"),
-        train_split=C("train800val200", "lib/datasets.py:21-26 train800val200.txt for the baselines (is_individual_prompt)"),
+        train_split=C("train800val200",
+                      "lib/datasets.py:21-26 train800val200.txt for the baselines (is_individual_prompt)"),
         test_split=C("test", "lib/datasets.py:29 test.txt"),
     ),
     methods=METHODS,
@@ -102,7 +103,8 @@ FEWSHOT = dict(
     re_count=C(1, f"{T}:137 --recount default 1"),
     mixup=C(0.8, f"{T}:143 --mixup default 0.8"),
     cutmix=C(1.0, f"{T}:145 --cutmix default 1.0"),
-    label_smoothing=C(0.1, f"{T}:122 --smoothing default 0.1, through Mixup ({T}:294); SoftTargetCrossEntropy :370-372"),
+    label_smoothing=C(0.1, f"{T}:122 --smoothing default 0.1, through Mixup ({T}:294); "
+                           "SoftTargetCrossEntropy :370-372"),
     test_crop_pct=C(224 / 256, "few-shot scripts pass no --direct_resize: lib/datasets.py:230-235 "
                                "Resize((256, 256)) + CenterCrop(224)"),
 )

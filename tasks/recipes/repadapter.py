@@ -82,8 +82,8 @@ RECIPES.add(Recipe(
     ),
     methods={"repadapter": dict(METHODS["repadapter"], scale=C(1.0, "configs/repblock_few_shot/*.yaml scale: 1"))},
     deviations=(
-        "RepAdapter's get_data never receives --shots (train.py:105 calls get_data(args.dataset, few_shot=args.few_shot)), so "
-        "its script always reads shot 1, seed 1, and its test list path lacks a '/' (dataset.py:70); petlbench "
-        "reads the split the task names.",
+        "RepAdapter's get_data never receives --shots (train.py:105 calls get_data(args.dataset, "
+        "few_shot=args.few_shot)), so its script always reads shot 1, seed 1, and its test list path lacks a '/' "
+        "(dataset.py:70); petlbench reads the split the task names.",
     ),
 ))

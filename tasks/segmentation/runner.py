@@ -215,7 +215,8 @@ def load_seg_tuned(segmentor, path: str) -> None:
 
     with safe_open(path, framework="pt") as f:
         if (f.metadata() or {}).get("format") != TUNED_FORMAT:
-            raise DataError(f"{path}: not a petlbench segmentation file (format {(f.metadata() or {}).get('format')!r})")
+            fmt = (f.metadata() or {}).get("format")
+            raise DataError(f"{path}: not a petlbench segmentation file (format {fmt!r})")
         tensors = {k: f.get_tensor(k) for k in f.keys()}
     own = dict(segmentor.named_parameters()) | dict(segmentor.named_buffers())
     wrong = [k for k, t in tensors.items() if k not in own or own[k].shape != t.shape]

@@ -1,6 +1,7 @@
 # ADE20K (ADEChallengeData2016), 512x512 crops: dataset, pipelines, evaluation and runtime, as mmsegmentation
-# 1.2's configs/_base_/datasets/ade20k.py, default_runtime.py and schedule_160k.py, and the segmentor skeleton. Shared by the petlbench
-# ADE20K configs; runnable with mmseg's tools/train.py as well as through `petlbench run --task seg/...`.
+# 1.2's configs/_base_/datasets/ade20k.py, default_runtime.py and schedule_160k.py, and the segmentor skeleton.
+# Shared by the petlbench ADE20K configs; runnable with mmseg's tools/train.py as well as through
+# `petlbench run --task seg/...`.
 custom_imports = dict(imports=["petlbench.tasks.segmentation.backbone"], allow_failed_imports=False)
 default_scope = "mmseg"
 
