@@ -129,7 +129,8 @@ def fold_output_affine(layer: nn.Module, scale: Tensor | None = None, shift: Ten
         b = _f64(layer.bias) if layer.bias is not None else torch.zeros_like(W)
     elif isinstance(layer, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)):
         W = _f64(layer.weight)
-        b = _f64(layer.bias) if layer.bias is not None else torch.zeros(W.shape[0], dtype=torch.float64, device=W.device)
+        b = (_f64(layer.bias) if layer.bias is not None else
+             torch.zeros(W.shape[0], dtype=torch.float64, device=W.device))
     else:
         raise MergeError(f"fold_output_affine does not support {type(layer).__name__}")
     s = _f64(scale) if scale is not None else torch.ones_like(b)

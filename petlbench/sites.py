@@ -95,10 +95,10 @@ def detect_family(model: nn.Module) -> str:
     """The family name of `model` ('vit', 'swin', 'convnext', 'openclip'), by isinstance; ConfigError for a
     backbone no family covers."""
     from timm.models.convnext import ConvNeXt
-
-    from .backbones import CLIPClassifier
     from timm.models.swin_transformer import SwinTransformer
     from timm.models.vision_transformer import VisionTransformer
+
+    from .backbones import CLIPClassifier
 
     for cls, family in ((VisionTransformer, "vit"), (SwinTransformer, "swin"), (ConvNeXt, "convnext"),
                         (CLIPClassifier, "openclip")):

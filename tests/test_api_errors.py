@@ -24,7 +24,8 @@ def test_unknown_method_suggests():
 
 
 def test_unknown_backbone_suggests():
-    with pytest.raises(petlbench.UnknownNameError, match=r"unknown backbone 'vit_base_patch16_22'.*vit_base_patch16_224"):
+    with pytest.raises(petlbench.UnknownNameError,
+                       match=r"unknown backbone 'vit_base_patch16_22'.*vit_base_patch16_224"):
         petlbench.create_model("vit_base_patch16_22", method="lora")
 
 
@@ -136,5 +137,5 @@ def test_cli_user_errors_are_one_line(args, message):
     r = _cli(*args)
     assert r.returncode == 2
     assert "Traceback" not in r.stderr
-    lines = [l for l in r.stderr.splitlines() if l.strip()]
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and lines[0].startswith("petlbench: error: ") and message in lines[0], r.stderr

@@ -129,6 +129,7 @@ def test_unknown_benchmark_of_old_records_gets_the_default_table():
 def test_benchmark_commands_are_cli_subcommands():
     from petlbench.cli import build_parser
 
-    sub = next(a for a in build_parser()._actions if a.dest == "command" or getattr(a, "choices", None) and "run" in a.choices)
+    sub = next(a for a in build_parser()._actions
+               if a.dest == "command" or getattr(a, "choices", None) and "run" in a.choices)
     commands = [c.name for n in BENCHMARKS.names() for c in BENCHMARKS.get(n).commands]
     assert commands and set(commands) <= set(sub.choices)

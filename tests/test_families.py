@@ -7,8 +7,8 @@ import pytest
 import torch
 
 import petlbench
-from petlbench.folding import fold_input_affine
 from petlbench.errors import MergeError
+from petlbench.folding import fold_input_affine
 
 from tiny import build, images, plain, randomize_trainable
 

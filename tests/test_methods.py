@@ -111,7 +111,8 @@ def test_merge_is_exact_and_plain(method, variant):
         diff = (merged(x) - model(x)).abs().max().item()
     assert diff <= 1e-4
     twin = plain(variant)
-    assert collections.Counter(type(m) for m in merged.modules()) == collections.Counter(type(m) for m in twin.modules())
+    types = collections.Counter
+    assert types(type(m) for m in merged.modules()) == types(type(m) for m in twin.modules())
     assert sum(p.numel() for p in merged.parameters()) == sum(p.numel() for p in twin.parameters())
     twin.load_state_dict(merged.state_dict(), strict=True)
     with torch.no_grad():

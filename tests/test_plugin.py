@@ -63,7 +63,7 @@ def test_an_entry_point_is_a_method(tmp_path):
     listing = subprocess.run([sys.executable, "-m", "petlbench.cli", "methods"], capture_output=True, text=True,
                              timeout=120, env=env)
     assert listing.returncode == 0, listing.stderr
-    line = next((l for l in listing.stdout.splitlines() if l.startswith("zz_plugin_scale")), "")
+    line = next((ln for ln in listing.stdout.splitlines() if ln.startswith("zz_plugin_scale")), "")
     assert "init=1.0" in line and line.split()[1] == "mergeable", listing.stdout
     # The whole method matrix runs on it with no other edit.
     tests = os.path.join(os.path.dirname(__file__), "test_methods.py")
