@@ -109,15 +109,7 @@ class Adapter(PETLMethod):
     mergeable = False  # the bottleneck's nonlinearity is the point of the comparison
     paper = "Houlsby et al. 2019, arXiv:1902.00751; AdaptFormer, arXiv:2205.13535"
     display_name = "Adapter"
-    key_options = ("style",)
-
-    @classmethod
-    def variant_key(cls, cfg: dict) -> str:
-        return "adaptformer" if cfg.get("style", AdapterConfig.style) == "parallel" else cls.name
-
-    @classmethod
-    def variant_name(cls, key: str) -> str:
-        return "AdaptFormer" if key == "adaptformer" else cls.display_name
+    variants = {"adaptformer": ({"style": "parallel"}, "AdaptFormer")}  # the parallel adapter is AdaptFormer's
 
     def target_sites(self) -> tuple[str, ...]:
         return ("mlp",) if self.cfg.placement == "mlp" else ("mlp_drop_path",)

@@ -102,15 +102,7 @@ class RepAdapter(PETLMethod):
     config_cls = RepAdapterConfig
     paper = "Luo et al. 2023, arXiv:2302.08106"
     display_name = "RepAdapter"
-    key_options = ("where",)
-
-    @classmethod
-    def variant_key(cls, cfg: dict) -> str:
-        return "repadapter_attn" if cfg.get("where", RepAdapterConfig.where) == "attn" else cls.name
-
-    @classmethod
-    def variant_name(cls, key: str) -> str:
-        return "RepAdapter_attn" if key == "repadapter_attn" else cls.display_name
+    variants = {"repadapter_attn": ({"where": "attn"}, "RepAdapter_attn")}  # the paper's attention-only row
 
     def target_sites(self) -> tuple[str, ...]:
         return {"both": ("attn_in", "mlp_in"), "attn": ("attn_in",), "mlp": ("mlp_in",)}[self.cfg.where]

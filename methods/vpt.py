@@ -68,15 +68,7 @@ class VPT(PETLMethod):
     mergeable = False  # prompts lengthen the sequence
     paper = "Jia et al. 2022, arXiv:2203.12119"
     display_name = "VPT"
-    key_options = ("deep",)
-
-    @classmethod
-    def variant_key(cls, cfg: dict) -> str:
-        return "vpt_deep" if cfg.get("deep", VPTConfig.deep) else "vpt_shallow"
-
-    @classmethod
-    def variant_name(cls, key: str) -> str:
-        return {"vpt_deep": "VPT-Deep", "vpt_shallow": "VPT-Shallow"}.get(key, cls.display_name)
+    variants = {"vpt_deep": ({"deep": True}, "VPT-Deep"), "vpt_shallow": ({"deep": False}, "VPT-Shallow")}
 
     def apply(self, model: nn.Module, family: str) -> nn.Module:
         blocks = find_sites(model, family, "block")

@@ -299,7 +299,10 @@ class PETLMethod:
       mergeable     False for a method whose added computation no plain layer computes (see `merge_blocker`).
       paper         citation shown in tables and `petlbench methods`.
       display_name  the name papers print ("RepAdapter"); "" means the registered name.
-      key_options   options that select a published variant (vpt: ("deep",)); see `variant_key`.
+      variants      published variants a configuration can be: {key: ({option: value, ...}, printed name)},
+                    e.g. VPT's {"vpt_deep": ({"deep": True}, "VPT-Deep"), ...}; the first whose options a
+                    configuration has is its table key (`variant_key`), else the registered name.
+      key_options   the options that select a variant (derived from `variants`).
     """
 
     name: ClassVar[str] = ""
@@ -310,7 +313,12 @@ class PETLMethod:
     mergeable: ClassVar[bool] = True
     paper: ClassVar[str] = ""
     display_name: ClassVar[str] = ""
+    variants: ClassVar[dict[str, tuple[dict[str, Any], str]]] = {}
     key_options: ClassVar[tuple[str, ...]] = ()
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.key_options = tuple(sorted({k for opts, _ in cls.variants.values() for k in opts}))
     families = _SupportedFamilies()
 
     def __init__(self, cfg: Any = None):
@@ -346,14 +354,18 @@ class PETLMethod:
 
     @classmethod
     def variant_key(cls, cfg: dict) -> str:
-        """The published-table key of configuration `cfg` (missing options take their defaults); default: the
-        registered name."""
+        """The published-table key of configuration `cfg` (missing options take their defaults): the first of
+        `variants` whose options it has, else the registered name."""
+        defaults = dataclasses.asdict(cls.config_cls())
+        for key, (opts, _) in cls.variants.items():
+            if all(cfg.get(k, defaults.get(k)) == v for k, v in opts.items()):
+                return key
         return cls.name
 
     @classmethod
     def variant_name(cls, key: str) -> str:
-        """The printed name of published-table key `key`; default: `display_name`, else the registered name."""
-        return cls.display_name or cls.name
+        """The printed name of published-table key `key`: its variant's, else `display_name`, else the name."""
+        return cls.variants[key][1] if key in cls.variants else (cls.display_name or cls.name)
 
     # --- what the core calls ------------------------------------------------------------------------------
     def supported_families(self) -> tuple[str, ...]:
