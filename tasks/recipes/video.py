@@ -106,7 +106,7 @@ RECIPES.add(Recipe(
         "Training crop: the authors' GroupMultiScaleCrop(224, scales [1, .875, .75, .66], max_distort=1, fixed "
         "corner / centre offsets) of the decoded frame, resized bilinearly to 224 x 224 (kinetics.py:592, "
         "videomae_transforms.py:92-138), and no horizontal flip for either dataset; petlbench scales the short "
-        "side to 256, takes one random 224 crop and flips HMDB51 clips at random (tasks/video/__init__.py `dataset`: SSv2 "
+        "side to 256, takes one random 224 crop and flips HMDB51 clips at random (tasks/video `dataset`: SSv2 "
         "is never flipped). Protocol has no field for the multi-scale crop or for the flip.",
         "Test crops: V-PETL's kinetics.py:82-86 adds CenterCrop(224) after the short-side resize ('# bruce'), so "
         "its spatial step (kinetics.py:168-169) is 0 and the 3 crops are one centre crop repeated (4 distinct "
