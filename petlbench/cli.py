@@ -110,7 +110,9 @@ def cmd_methods(args: argparse.Namespace) -> int:
         d = METHODS.get(name).describe()
         opts = ", ".join(f"{k}={v!r}" for k, v in d["defaults"].items()) or "no options"
         merge = "mergeable" if d["mergeable"] else "not mergeable"
-        print(f"{name:12s} {merge:14s} families={','.join(d['families'])}  {opts}  [{d['paper']}]")
+        if d["mergeable"] and d["merges_on"] != d["families"]:
+            merge = f"merges on {','.join(d['merges_on'])}"
+        print(f"{name:12s} {merge:14s}  families={','.join(d['families'])}  {opts}  [{d['paper']}]")
     return 0
 
 
