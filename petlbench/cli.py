@@ -143,6 +143,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
             else f"{name}_{args.device.replace(':', '')}_{args.dtype}")
     if args.forms != "all":
         stem += f"_{args.forms}"
+    stem = args.name or stem
     rounds = ", ".join(f"bs{bs}: {int(df[f'rounds_bs{bs}'].iloc[0])} rounds" for bs in args.batch_sizes)
     meta = {"backbone": args.backbone, "img_size": args.img_size, "batch_sizes": list(args.batch_sizes),
             "rounds": rounds,
@@ -550,6 +551,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--forms", choices=["all", "merged", "unmerged"], default="all",
                    help="rows besides the plain backbone: both forms (default), or only merged / unmerged models")
     b.add_argument("--out", default=os.path.join("results", "efficiency"), help="output folder")
+    b.add_argument("--name", default="", help="file stem of the table (default: the backbone, device and dtype), "
+                                              "e.g. to keep a run over some methods beside the full one")
     b.add_argument("--quiet", action="store_true", help="no progress bars and no table on stdout")
     b.set_defaults(func=cmd_bench)
     bt = sub.add_parser("bench-train", help="training images/s of each method vs full fine-tuning")
