@@ -109,7 +109,8 @@ class Adapter(PETLMethod):
     mergeable = False  # the bottleneck's nonlinearity is the point of the comparison
     paper = "Houlsby et al. 2019, arXiv:1902.00751; AdaptFormer, arXiv:2205.13535"
     display_name = "Adapter"
-    variants = {"adaptformer": ({"style": "parallel"}, "AdaptFormer")}  # the parallel adapter is AdaptFormer's
+    # AdaptFormer itself is `adaptformer` (its branch reads the block's stream and bypasses LayerScale / drop path)
+    variants = {"adapter_parallel": ({"style": "parallel"}, "Adapter (parallel)")}
 
     def target_sites(self) -> tuple[str, ...]:
         return ("mlp",) if self.cfg.placement == "mlp" else ("mlp_drop_path",)

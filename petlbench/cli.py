@@ -119,13 +119,13 @@ def cmd_methods(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     from .api import get_method
     from .backbones import check_backbone
-    from .measure import efficiency_table, environment
+    from .measure import efficiency_table, environment, supporting_methods
     from .report import write_efficiency
 
     methods = _method_list(args.methods)
     check_backbone(args.backbone)
     if args.methods == "all":  # every method that supports this backbone's family
-        methods = [m for m in methods if _family(args.backbone, args.img_size) in get_method(m).families]
+        methods = supporting_methods(args.backbone, img_size=args.img_size)
     cfgs = _method_cfgs(args.cfg, methods)
     for m in methods:  # bad names and options fail here, before any model is built
         get_method(m, cfgs.get(m))
@@ -157,13 +157,6 @@ def cmd_bench(args: argparse.Namespace) -> int:
             print(f.read())
     print(f"wrote {paths['csv']}, {paths['md']} and {paths['json']} in {meta['seconds']:.0f} s")
     return 0
-
-
-def _family(backbone: str, img_size: int) -> str:
-    from .backbones import create_backbone
-    from .sites import detect_family
-
-    return detect_family(create_backbone(backbone, 10, False, img_size=img_size))
 
 
 def cmd_tasks(args: argparse.Namespace) -> int:
@@ -408,10 +401,11 @@ def cmd_bench_train(args: argparse.Namespace) -> int:
         bar.close()
     env = environment(args.device, args.amp)
     rows = [[r.method, f"{r.params_trainable:,}", f"{r.step_s * 1e3:.0f}", f"{r.images_per_s:.1f}",
-             f"{r.speedup_vs_full:.2f}"] for r in df.itertuples()]
+             f"{r.speedup_vs_full:.2f}", f"{r.peak_train_mem_mb:.0f}"] for r in df.itertuples()]
     cmd = "petlbench " + " ".join(shlex.quote(a) for a in args.argv)
     md = (f"# Training throughput: {args.backbone}\n\n" + markdown_table(
-        ["method", "trainable params (head excl.)", "step (ms)", "images/s", "x full fine-tuning"], rows) +
+        ["method", "trainable params (head excl.)", "step (ms)", "images/s", "x full fine-tuning",
+         "peak train memory (MB)"], rows) +
         f"\n\nBatch {args.batch_size} at {args.img_size}px, AdamW over the trainable parameters only, "
         f"median of {args.steps} steps after 1 warm-up, amp={args.amp}, {env['device']}"
         + (f" ({env['gpu']})" if "gpu" in env else f", {env['threads']} threads")

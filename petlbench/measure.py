@@ -104,6 +104,11 @@ def peak_memory_bytes(model: nn.Module, x: torch.Tensor) -> int:
     with (_silence_fd2(), torch.inference_mode(),
           profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof):
         model(x)
+    return static + x.numel() * x.element_size() + _replayed_peak(prof)
+
+
+def _replayed_peak(prof) -> int:
+    """The peak of memory allocated (CPU) while torch.profiler `prof` (profile_memory=True) recorded."""
     # Allocations are attributed to the op that made them (its *self* usage, so nested ops count once);
     # frees of tensors that die between ops are "[memory]" events. Replayed in time order, their running sum
     # is the live memory at op boundaries; its maximum is the peak.
@@ -113,7 +118,7 @@ def peak_memory_bytes(model: nn.Module, x: torch.Tensor) -> int:
     for _, d in deltas:
         live += d
         peak = max(peak, live)
-    return static + x.numel() * x.element_size() + peak
+    return peak
 
 
 def time_interleaved(models: dict[str, nn.Module], x: torch.Tensor, reference: str, min_time: float = 2.0,
@@ -193,6 +198,16 @@ def build_variants(backbone: str, methods: list[str], method_cfgs: dict[str, dic
     return rows
 
 
+def supporting_methods(backbone: str, **backbone_kwargs) -> list[str]:
+    """Every registered method that supports `backbone`'s family (what `methods=None` measures)."""
+    from .api import get_method, list_methods
+    from .backbones import create_backbone
+    from .sites import detect_family
+
+    family = detect_family(create_backbone(backbone, 10, False, **backbone_kwargs))
+    return [m for m in list_methods() if family in get_method(m).families]
+
+
 def efficiency_table(backbone: str = "vit_base_patch16_224", methods: list[str] | None = None,
                      batch_sizes: tuple[int, ...] = (1, 64), img_size: int = 224, device: str = "cpu",
                      dtype: str = "fp32", method_cfgs: dict[str, dict] | None = None, min_time: float = 2.0,
@@ -203,9 +218,7 @@ def efficiency_table(backbone: str = "vit_base_patch16_224", methods: list[str] 
     run. Returns a pandas DataFrame (results as data; `report.py` formats it)."""
     import pandas as pd
 
-    from .api import list_methods
-
-    methods = methods or list_methods()
+    methods = methods or supporting_methods(backbone, img_size=img_size, **backbone_kwargs)
     dev, dt = torch.device(device), DTYPES[dtype]
     progress("build", 0, 1)
     rows = build_variants(backbone, methods, method_cfgs, num_classes, forms, img_size=img_size, **backbone_kwargs)
@@ -288,10 +301,48 @@ def train_step_time(model: nn.Module, batch_size: int, img_size: int, device: to
     return statistics.median(times)
 
 
+def train_peak_memory_bytes(model: nn.Module, batch_size: int, img_size: int, device: torch.device,
+                            amp: str = "auto") -> int:
+    """Peak memory of one training step (forward, backward, AdamW step with its state made) on random data:
+    parameters and buffers plus the peak allocated during the step. CUDA: the allocator's peak. CPU: replayed
+    from torch.profiler's allocation events, as `peak_memory_bytes`."""
+    from .engine import autocast_for
+
+    model.to(device).train()
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+    autocast = autocast_for(device, amp)
+    x = torch.randn(batch_size, 3, img_size, img_size, device=device)
+    y = torch.randint(0, model.get_classifier().out_features, (batch_size,), device=device)
+    model.zero_grad(set_to_none=True)
+
+    def step() -> None:
+        with autocast():
+            loss = torch.nn.functional.cross_entropy(model(x).float(), y)
+        loss.backward()
+        opt.step()
+
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        step()
+        torch.cuda.synchronize(device)
+        peak = int(torch.cuda.max_memory_allocated(device))
+    else:
+        from torch.profiler import ProfilerActivity, profile
+
+        static = sum(t.numel() * t.element_size() for t in list(model.parameters()) + list(model.buffers()))
+        with _silence_fd2(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+            step()
+        peak = static + x.numel() * x.element_size() + _replayed_peak(prof)
+    model.zero_grad(set_to_none=True)
+    return peak
+
+
 def train_throughput(backbone: str = "vit_base_patch16_224", methods: list[str] | None = None, batch_size: int = 16,
                      img_size: int = 224, device: str = "cpu", amp: str = "auto", steps: int = 3,
                      progress: Progress = _noop, **backbone_kwargs):
-    """Training images/s of each method and its ratio to full fine-tuning measured in the same run."""
+    """Training images/s of each method and its ratio to full fine-tuning measured in the same run, and the
+    peak memory of one training step (`train_peak_memory_bytes`)."""
     import pandas as pd
 
     from .api import count_trainable, create_model, list_methods
@@ -304,8 +355,9 @@ def train_throughput(backbone: str = "vit_base_patch16_224", methods: list[str] 
     for i, name in enumerate(methods):
         model = create_model(backbone, method=name, num_classes=100, img_size=img_size, **backbone_kwargs)
         t = train_step_time(model, batch_size, img_size, dev, amp, steps)
+        mem = train_peak_memory_bytes(model, batch_size, img_size, dev, amp)
         rows.append({"method": name, "params_trainable": count_trainable(model, include_head=False),
-                     "step_s": t, "images_per_s": batch_size / t})
+                     "step_s": t, "images_per_s": batch_size / t, "peak_train_mem_mb": mem / 2**20})
         del model
         progress("train steps", i + 1, len(methods))
     df = pd.DataFrame(rows)

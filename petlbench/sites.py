@@ -30,6 +30,7 @@ _VIT = {
     "block": SitePattern(r"blocks\.\d+", (), "a transformer block (input: the residual stream)"),
     "attn_in": SitePattern(r"blocks\.\d+\.attn\.qkv", (nn.Linear,), "the fused qkv projection"),
     "attn_out": SitePattern(r"blocks\.\d+\.attn\.proj", (nn.Linear,), "the attention output projection"),
+    "attn": SitePattern(r"blocks\.\d+\.attn", (), "the whole attention (input: norm1 output)"),
     "mlp": SitePattern(r"blocks\.\d+\.mlp", (), "the whole MLP (input: norm2 output)"),
     "mlp_in": SitePattern(r"blocks\.\d+\.mlp\.fc1", (nn.Linear,), "the first MLP linear"),
     "mlp_out": SitePattern(r"blocks\.\d+\.mlp\.fc2", (nn.Linear,), "the second MLP linear"),
@@ -68,6 +69,20 @@ _CONVNEXT = {
     "block_norm": SitePattern(_C + r"\.norm", (nn.LayerNorm,), "the block norm (LayerNorm or LayerNorm2d)"),
     "final_norm": SitePattern(r"head\.norm", (nn.LayerNorm,), "the norm before the head (LayerNorm2d)"),
     "patch_embed": SitePattern(r"stem\.0", (nn.Conv2d,), "the 4x4 stem conv"),
+    "spatial_conv": SitePattern(_C + r"\.conv_dw", (nn.Conv2d,), "the block's spatial conv (the depthwise 7x7)"),
+    "downsample": SitePattern(r"stages\.\d+\.downsample\.1", (nn.Conv2d,),
+                              "the 2x2 stride-2 conv between stages (input: its LayerNorm2d's output)"),
+}
+
+# timm ResNet (BasicBlock or Bottleneck blocks in `layerN.M`). No "patch_embed": the stem conv has no bias for a
+# shift to fold into (as open_clip's); no final norm.
+_RN = r"layer\d+\.\d+"
+_RESNET = {
+    "block": SitePattern(_RN, (), "a residual block (input: the residual stream)"),
+    "spatial_conv": SitePattern(_RN + r"\.conv2", (nn.Conv2d,),
+                                "the block's spatial 3x3 conv (a Bottleneck's middle conv, a BasicBlock's second)"),
+    "conv_out": SitePattern(_RN + r"\.conv3", (nn.Conv2d,),
+                            "a Bottleneck's last 1x1 conv (input: the 3x3 conv after its BN and activation)"),
 }
 
 # open_clip's VisionTransformer inside petlbench's CLIPClassifier (`visual.`): attention is torch's
@@ -88,20 +103,21 @@ _OPENCLIP = {
 }
 
 FAMILY_SITES: dict[str, dict[str, SitePattern]] = {"vit": _VIT, "swin": _SWIN, "convnext": _CONVNEXT,
-                                                   "openclip": _OPENCLIP}
+                                                   "openclip": _OPENCLIP, "resnet": _RESNET}
 
 
 def detect_family(model: nn.Module) -> str:
-    """The family name of `model` ('vit', 'swin', 'convnext', 'openclip'), by isinstance; ConfigError for a
+    """The family name of `model` ('vit', 'swin', 'convnext', 'openclip', 'resnet'), by isinstance; ConfigError for a
     backbone no family covers."""
     from timm.models.convnext import ConvNeXt
+    from timm.models.resnet import ResNet
     from timm.models.swin_transformer import SwinTransformer
     from timm.models.vision_transformer import VisionTransformer
 
     from .backbones import CLIPClassifier
 
     for cls, family in ((VisionTransformer, "vit"), (SwinTransformer, "swin"), (ConvNeXt, "convnext"),
-                        (CLIPClassifier, "openclip")):
+                        (CLIPClassifier, "openclip"), (ResNet, "resnet")):
         if isinstance(model, cls):
             return family
     raise ConfigError(

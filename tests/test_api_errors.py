@@ -53,6 +53,8 @@ def test_literal_and_divisibility_checks():
 
 def test_family_mismatch_is_clear():
     with pytest.raises(petlbench.ConfigError, match=r"belongs to no known family; known: vit"):
+        petlbench.create_model("mobilenetv3_small_050", method="lora", num_classes=3)
+    with pytest.raises(petlbench.ConfigError, match=r"lora.*resnet"):  # a known family without the method's sites
         petlbench.create_model("resnet18", method="lora", num_classes=3)
 
 

@@ -109,10 +109,9 @@ def protocol_is_valid(r) -> bool:
 # --- video ----------------------------------------------------------------------------------------------------
 def test_vpetl_video_adaptformer_setting():
     r = RECIPES.get("vpetl-video")
-    # T:155 --ffn_num 64; T:256 ffn_option="parallel"; T:259 ffn_adapter_scalar="0.1";
-    # models/video_swin_transformer_AdaptFormer.py:51 nn.ReLU(); T:129 --drop 0.0 -> Adapter(dropout=drop)
-    assert {m: r.method_values(m) for m in r.methods} == {
-        "adapter": {"dim": 64, "style": "parallel", "scale": 0.1, "act": "relu", "dropout": 0.0}}
+    # T:155 --ffn_num 64; T:256 ffn_option="parallel" (AdaptFormer's own module); T:259 ffn_adapter_scalar="0.1";
+    # T:129 --drop 0.0 -> Adapter(dropout=drop)
+    assert {m: r.method_values(m) for m in r.methods} == {"adaptformer": {"dim": 64, "scale": 0.1, "dropout": 0.0}}
     assert r.per_task == {}  # T:192-197: only --data_set and the class count differ between SSv2 and HMDB51
 
 
@@ -124,7 +123,7 @@ def test_vpetl_video_lr_follows_the_scaling_rule():
 
 @pytest.mark.parametrize("task", ["video/ssv2", "video/hmdb51"])
 def test_vpetl_video_resolves_on_both_tasks(task):
-    spec = resolve(task, "adapter", {"recipe": "vpetl-video"})
+    spec = resolve(task, "adaptformer", {"recipe": "vpetl-video"})
     p = dataclasses.asdict(spec.protocol)
     assert p["recipe"] == "vpetl-video"
     assert {k: p[k] for k in EXPECTED["vpetl-video"]} == EXPECTED["vpetl-video"]
@@ -132,7 +131,7 @@ def test_vpetl_video_resolves_on_both_tasks(task):
     tp = TASKS.get(task).protocol
     assert (p["train_split"], p["test_split"]) == (tp.train_split, tp.test_split)
     cfg = dataclasses.asdict(spec.method.cfg)
-    assert (cfg["dim"], cfg["style"], cfg["scale"]) == (64, "parallel", 0.1)
+    assert (cfg["dim"], cfg["scale"], cfg["dropout"]) == (64, 0.1, 0.0)
     # a task's per-dataset method default still wins for another method (RepAdapter's video hidden size)
     assert resolve(task, "repadapter", {"recipe": "vpetl-video"}).method.cfg.dim == 2
 

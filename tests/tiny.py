@@ -1,5 +1,5 @@
 """Tiny backbones for the method matrix: every registered method runs on each variant of the families it
-supports (ViT variants, Swin, ConvNeXt with Linear and with 1x1-conv MLPs)."""
+supports (ViT variants, Swin, ConvNeXt with Linear and with 1x1-conv MLPs, a Bottleneck ResNet)."""
 from __future__ import annotations
 
 import torch
@@ -26,9 +26,13 @@ OTHER_VARIANTS = {
     "convnext": ("convnext_tiny", dict(dims=(16, 32, 32, 32), depths=(1, 1, 1, 1), ls_init_value=0.5)),
     "convnext_convmlp": ("convnext_tiny", dict(dims=(16, 32, 32, 32), depths=(1, 1, 1, 1), ls_init_value=0.5,
                                                conv_mlp=True)),
+    # Bottleneck blocks (resnet50's), one per stage, 16-wide 3x3 convs. zero_init_last=False: timm zeroes each
+    # block's last BN by default, which would hide the block's branch from every check.
+    "resnet": ("resnet50", dict(layers=(1, 1, 1, 1), channels=(16, 16, 16, 16), stem_width=8, zero_init_last=False)),
 }
 VARIANTS = {**{v: (BACKBONE, kw) for v, kw in VIT_VARIANTS.items()}, **OTHER_VARIANTS}
-FAMILY = {**{v: "vit" for v in VIT_VARIANTS}, "swin": "swin", "convnext": "convnext", "convnext_convmlp": "convnext"}
+FAMILY = {**{v: "vit" for v in VIT_VARIANTS}, "swin": "swin", "convnext": "convnext", "convnext_convmlp": "convnext",
+          "resnet": "resnet"}
 
 
 def build(method: str, variant: str = "vit_cls", method_cfg=None):

@@ -1,7 +1,9 @@
 """FacT's recipe (Jie & Deng 2023, arXiv:2212.03145), from JieShibo/PETL-ViT at commit 026e4f1: the VTAB-1k
-FacT-TK rows, as FacT/run.sh runs FacT/fact_tk.py (FacT-TT: fact_tt.py, the same loop) with FacT/vtab.py's
-loaders and FacT/configs/tk/<dataset>.yaml, on timm 0.4.12 (FacT/README.md:15). Line numbers are of that commit.
-petlbench has no FacT method yet: its per-dataset options are kept in FACT_TK, outside the recipe."""
+FacT-TK and FacT-TT rows, as FacT/run.sh runs FacT/fact_tk.py and FacT/fact_tt.py (the same loop) with
+FacT/vtab.py's loaders and FacT/configs/{tk,tt}/<dataset>.yaml, on timm 0.4.12 (FacT/README.md:15). Line numbers
+are of that commit; the protocol cites fact_tk.py, and fact_tt.py sets the same values at its own lines
+(:162 seed, :165-166 lr / wd, :175 model, :195-198 optimizer, schedule, epochs). The methods are `fact_tk` and
+`fact_tt`: rank and scale per dataset (FACT_TK, FACT_TT), dropout 0.1 for both."""
 from petlbench.recipe import RECIPES, Cited as C, Recipe
 
 REPO = "JieShibo/PETL-ViT@026e4f12cfbe1e46bfb4d3ed5ba09f2d9f83e91e"
@@ -41,7 +43,7 @@ PROTOCOL = dict(
     seed=C(42, f"{T}:169 --seed default 42"),
 )
 
-# FacT-TK's options, for a FacT method (petlbench has none): the same for every dataset ...
+# FacT's options, the same for every dataset (methods/fact_tk.py, fact_tt.py implement the init and targets) ...
 FACT = {
     "dropout": C(0.1, f"{T}:120,130 _.dp = nn.Dropout(0.1) (inside the factorised update)"),
     "init": C("FacTv zero, FacTc / FacTp xavier_uniform, FacTu nn.Linear default",
@@ -61,16 +63,36 @@ FACT_TK = {
                   "scale": C(s, f"FacT/configs/tk/{t}.yaml:4 scale: {s}")}
     for t, (r, s) in _TK.items()
 }
+# ... and FacT-TT's (FacT/configs/tt/<task>.yaml: rank at line 3, scale at line 4).
+_TT = {
+    "cifar": (8, 1.0), "caltech101": (16, 10.0), "dtd": (8, 0.01), "oxford_flowers102": (16, 1.0),
+    "oxford_iiit_pet": (8, 1.0), "svhn": (16, 100.0), "sun397": (8, 1.0), "patch_camelyon": (8, 10.0),
+    "eurosat": (8, 100.0), "resisc45": (8, 0.1), "diabetic_retinopathy": (8, 1.0), "clevr_count": (16, 1.0),
+    "clevr_dist": (4, 10.0), "dmlab": (16, 10.0), "kitti": (16, 10.0), "dsprites_loc": (16, 100.0),
+    "dsprites_ori": (16, 1.0), "smallnorb_azi": (16, 100.0), "smallnorb_ele": (8, 10.0),
+}
+FACT_TT = {
+    f"vtab/{t}": {"rank": C(r, f"FacT/configs/tt/{t}.yaml:3 rank: {r}"),
+                  "scale": C(s, f"FacT/configs/tt/{t}.yaml:4 scale: {s}")}
+    for t, (r, s) in _TT.items()
+}
+METHODS = {
+    "fact_tk": {"dropout": FACT["dropout"]},
+    "fact_tt": {"dropout": C(0.1, "FacT/fact_tt.py:114,124 _.dp = nn.Dropout(0.1) (inside the factorised update)")},
+}
+PER_TASK = {
+    task: {**{f"fact_tk.{k}": c for k, c in FACT_TK[task].items()},
+           **{f"fact_tt.{k}": c for k, c in FACT_TT[task].items()}}
+    for task in FACT_TK
+}
 
 RECIPES.add(Recipe(
     name="fact-vtab",
     summary="FacT's VTAB-1k runs: RepAdapter's protocol (AdamW 1e-3, wd 1e-4 on every tensor, timm cosine stepped "
             "per epoch, no augmentation, plain bicubic 224 resize, best of 10 test evaluations), seed 42",
     repo=REPO, benchmarks=("vtab",),
-    protocol=PROTOCOL,
+    protocol=PROTOCOL, methods=METHODS, per_task=PER_TASK,
     deviations=(
-        "petlbench has no FacT method: FacT-TK's per-dataset rank / scale (FacT/configs/tk/*.yaml) and its "
-        "dropout 0.1 are kept in this module's FACT_TK / FACT, not in the recipe's methods / per_task.",
         "AdaptFormer's VTAB row ('as reprinted by FacT') is not produced by this repository: FacT/ runs only "
         "FacT-TT / FacT-TK (FacT/run.sh), and binary_adapter/ trains 1-bit AdaptFormer for a later paper.",
         "Evaluation uses the task's test split; fact_tk.py evaluates the global `test_dl` (the same split).",

@@ -66,14 +66,12 @@ PROTOCOL = dict(
     seed=C(0, f"{T}:102 --seed default 0 (+ rank, :185)"),
 )
 
-# The AdaptFormer rows: a parallel bottleneck of 64 beside each MLP, output scale 0.1, ReLU, LoRA-style init.
+# The AdaptFormer rows: AdaptFormer's own module (methods/adaptformer.py: a parallel bottleneck of 64 beside each
+# MLP, fed the block's stream, output scale 0.1, ReLU, LoRA-style init), with the video model's dropout.
 METHODS = {
-    "adapter": {
+    "adaptformer": {
         "dim": C(64, f"{T}:155 --ffn_num default 64"),
-        "style": C("parallel", f"{T}:256 ffn_option=\"parallel\""),
         "scale": C(0.1, f"{T}:259 ffn_adapter_scalar=\"0.1\""),
-        "act": C("relu", "models/video_swin_transformer_AdaptFormer.py:51 nn.ReLU() (AdaptFormer's Adapter; "
-                         f"{AF} models/adapter.py:37)"),
         "dropout": C(0.0, f"{T}:129 --drop default 0.0 ({AF} models/vit_video.py:124 Adapter(dropout=drop))"),
     },
 }
