@@ -100,6 +100,8 @@ class QueryBlock(Wrapper):
             x = x + blk.drop_path1(blk.ls1(self._attn_out(attn, a, h)))
             x = x + blk.drop_path2(blk.ls2(blk.mlp(blk.norm2(x))))
         p = self.drop(self.queries).expand(x.shape[0], -1, -1).to(x.dtype)
+        if not torch.is_grad_enabled():  # no graph either way; a view of the parameter would still carry
+            p = p.detach()               # requires_grad into module hooks (FlopCounterMode's tracker)
         hp = blk.norm1(p)
         w, b = attn.qkv.weight, attn.qkv.bias  # only the query third of qkv: the queries give no keys or values
         qp = F.linear(hp, w[:heads * hd], None if b is None else b[:heads * hd]).unflatten(-1, (heads, hd))

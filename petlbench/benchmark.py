@@ -61,6 +61,8 @@ class Benchmark:
                     None: `tables.grouped_table` with the fields above.
       plots         (table, out_dir) -> [paths]: its plots; None: accuracy vs parameters; `no_plots` for none.
     Runs:
+      method_recipes  method -> the recipe its runs use unless `recipe=` says otherwise: a method whose
+                    authors ship settings per dataset of this benchmark (else the task's `recipe`).
       sweep_axes    extra sweep-file keys: {"shots": fn(value, seed) -> overrides}, applied to this family's
                     tasks only (few-shot: the k-shot split of a seed).
       dataset       (task, samples, protocol, train, on_bad) -> a torch Dataset of (input, label) read per epoch
@@ -88,6 +90,7 @@ class Benchmark:
     tables: Callable[..., list] | None = None
     plots: Callable[[Any, str], list[str]] | None = None
     sweep_axes: dict[str, Callable[[int, int | None], dict[str, Any]]] = field(default_factory=dict)
+    method_recipes: dict[str, str] = field(default_factory=dict)
     dataset: Callable[..., Any] | None = None
     model_kwargs: Callable[[Task, Any], dict[str, Any]] | None = None
     runner: Callable[..., dict[str, Any]] | None = None

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .api import get_method
+from .benchmark import of as benchmark_of
 from .config import build_config, hashed_view
 from .data import Sample
 from .engine import Execution, resolve_device
@@ -174,7 +175,10 @@ def resolve(task_name: str, method: str, overrides: dict[str, Any] | None = None
             raise ConfigError(f"override {key}=...: unknown key; accepted: {', '.join(known)}"
                               f"{did_you_mean(key, known)}")
         {"protocol": proto, "execution": exe, "method": meth}[owners[0]][key] = value
-    recipe_name = proto.get("recipe", task.recipe)
+    # the recipe: an override, else the method's own on this benchmark (its authors' per-dataset settings), else
+    # the task's default
+    own = benchmark_of(task).method_recipes.get(method)
+    recipe_name = proto.get("recipe", own if own is not None else task.recipe)
     if not isinstance(recipe_name, str):
         raise ConfigError(f"override recipe={recipe_name!r}: a recipe name (see `petlbench recipes`)")
     recipe = recipe_for(task, recipe_name)
@@ -183,7 +187,8 @@ def resolve(task_name: str, method: str, overrides: dict[str, Any] | None = None
     if recipe is not None:
         values.update(recipe.protocol_values(method, task.name), recipe=recipe.name)
         sources.update(recipe.sources(method, task.name))
-        sources["recipe"] = f"task {task.name} default"
+        sources["recipe"] = (f"method {method}'s recipe on {task.benchmark}" if own is not None else
+                             f"task {task.name} default")
     backbone = proto.get("backbone", values["backbone"])
     if "normalize" in proto_keys and isinstance(backbone, str) and backbone.startswith("openclip:") and (
             "normalize" not in proto) and (

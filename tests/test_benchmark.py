@@ -10,6 +10,7 @@ import sys
 import pytest
 
 from petlbench.benchmark import BENCHMARKS, Benchmark, of
+from petlbench.method import METHODS
 from petlbench.task import TASKS
 
 CORE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "petlbench")
@@ -133,3 +134,21 @@ def test_benchmark_commands_are_cli_subcommands():
                if a.dest == "command" or getattr(a, "choices", None) and "run" in a.choices)
     commands = [c.name for n in BENCHMARKS.names() for c in BENCHMARKS.get(n).commands]
     assert commands and set(commands) <= set(sub.choices)
+
+
+def test_a_method_with_its_authors_per_dataset_settings_runs_them_by_default():
+    """`petlbench run --task vtab/<d> --method convpass` runs the authors' setting for <d>, and its row pairs with
+    the published row of that recipe; an explicit recipe= still wins."""
+    from petlbench.run import resolve
+    from petlbench.tables import published, recipe_key, run_frame
+
+    from records import record
+
+    own = BENCHMARKS.get("vtab").method_recipes
+    assert own and all(m in METHODS for m in own)
+    for method, recipe in own.items():
+        assert resolve("vtab/svhn", method).protocol.recipe == recipe
+    assert resolve("vtab/svhn", "convpass", {"recipe": "repadapter-vtab"}).protocol.recipe == "repadapter-vtab"
+    assert resolve("vtab/svhn", "lora").protocol.recipe == TASKS.get("vtab/svhn").recipe  # others: the task's
+    key = run_frame([record("vtab/svhn", "convpass", 90.0)])["key"].iloc[0]
+    assert key == recipe_key("convpass", "convpass-vtab") and key in set(published("vtab")["key"])
