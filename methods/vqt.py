@@ -143,6 +143,7 @@ class VQT(PETLMethod):
     # Swin windows, ConvNeXt grids and open_clip's nn.MultiheadAttention have no such tokens or projections.
     only_families = ("vit",)
     mergeable = False  # extra tokens, and a head on more than the pooled feature
+    feeds_head = True  # the head reads every block's query feature
     paper = "Tu et al. 2023, arXiv:2212.03220"
     display_name = "VQT"
 

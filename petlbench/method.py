@@ -297,6 +297,9 @@ class PETLMethod:
                     family may lack, and any others (wrapped after `sites`).
       only_families   None, or the families the method is limited to beyond what its sites allow (say why).
       mergeable     False for a method whose added computation no plain layer computes (see `merge_blocker`).
+      feeds_head    True for a method that changes what the classification head reads (VQT's query features):
+                    it needs the backbone's own linear head, so a head-less trunk (segmentation) or another head
+                    (the video ViT's BatchNorm + Linear) refuses it with a ConfigError.
       paper         citation shown in tables and `petlbench methods`.
       display_name  the name papers print ("RepAdapter"); "" means the registered name.
       variants      published variants a configuration can be: {key: ({option: value, ...}, printed name)},
@@ -311,6 +314,7 @@ class PETLMethod:
     optional_sites: ClassVar[tuple[str, ...]] = ()
     only_families: ClassVar[tuple[str, ...] | None] = None
     mergeable: ClassVar[bool] = True
+    feeds_head: ClassVar[bool] = False
     paper: ClassVar[str] = ""
     display_name: ClassVar[str] = ""
     variants: ClassVar[dict[str, tuple[dict[str, Any], str]]] = {}

@@ -179,7 +179,9 @@ def test_shipped_configs_agree_with_the_task_protocol(task):
     assert resolve(task, "repadapter").method.cfg.train_bias is True
 
 
-VIT_METHODS = [m for m in petlbench.list_methods() if "vit" in METHODS.get(m).families]
+VIT_METHODS = [m for m in petlbench.list_methods() if "vit" in METHODS.get(m).families
+               and not METHODS.get(m).feeds_head]  # those need the backbone's own linear head: refused here
+HEAD_METHODS = [m for m in petlbench.list_methods() if METHODS.get(m).feeds_head]
 
 
 @pytest.mark.parametrize("base", ["setr_pup_vit-l16_ade20k_512", "upernet_vit-b16_ade20k_512"])
@@ -391,3 +393,10 @@ def test_full_size_configs_build_with_the_published_counts(tmp_path):
     with torch.no_grad():
         out = seg.eval()(torch.randn(1, 3, 512, 512), mode="tensor")
     assert out.shape == (1, 150, 128, 128)  # UperNet predicts at 1/4 resolution, upsampled in predict()
+
+
+@pytest.mark.parametrize("method", HEAD_METHODS)
+def test_a_method_feeding_the_head_refuses_a_segmentation_trunk(ade, tmp_path, method):
+    """The segmentor's backbone has no classification head: a method that feeds one is refused, clearly."""
+    with pytest.raises(ConfigError, match=method):
+        runner_for(tiny_spec(ade, method), ade, tmp_path)

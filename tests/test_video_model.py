@@ -22,7 +22,9 @@ from tiny import randomize_trainable
 
 NAME = "videomae_vit_base_patch16_224"
 TINY = dict(img_size=32, patch_size=8, embed_dim=64, depth=2, num_heads=2, num_frames=4)
-VIT_METHODS = [m for m in petlbench.list_methods() if "vit" in METHODS.get(m).families]
+VIT_METHODS = [m for m in petlbench.list_methods() if "vit" in METHODS.get(m).families
+               and not METHODS.get(m).feeds_head]  # those need the backbone's own linear head: refused here
+HEAD_METHODS = [m for m in petlbench.list_methods() if METHODS.get(m).feeds_head]
 # timm entry points whose code lies in the petlbench package, whatever module they claim (`__module__`)
 PETLBENCH_DIR = os.path.dirname(os.path.abspath(petlbench.__file__))
 OWN_MODELS = sorted(n for n in timm.list_models() if os.path.abspath(
@@ -208,3 +210,10 @@ def test_missing_video_fails_naming_the_list_line_or_is_skipped_and_recorded(tmp
     rec = execute(resolve("video/hmdb51", "linear", {**over, "on_bad_image": "skip"}), str(tmp_path),
                   ResultStore(str(tmp_path / "s")), str(tmp_path / "o"))
     assert rec["status"] == "ok" and rec["skipped_images"]["train"] == 1 and gone in rec["skipped_images"]["paths"]
+
+
+@pytest.mark.parametrize("method", HEAD_METHODS)
+def test_a_method_feeding_the_head_refuses_the_video_head(method):
+    """The video ViT's head is BatchNorm + Linear: a method that changes the head's input is refused, clearly."""
+    with pytest.raises(petlbench.ConfigError, match=method):
+        build(method)
