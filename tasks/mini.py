@@ -275,12 +275,13 @@ NOTES = (
 def mini_plan(quick: bool = False) -> list[tuple[str, str, dict]]:
     """(task, method, overrides) for every run of the mini-benchmark: each method on the shipped pretrained
     backbone and, for the PETL methods, on a randomly initialised one."""
-    from petlbench.api import list_methods
+    from petlbench.measure import supporting_methods
 
     extra = {"epochs": 2, "eval_every": 1, "warmup_epochs": 0} if quick else {}
+    methods = supporting_methods(PROTOCOL.backbone, img_size=SIZE)  # those with the tiny ViT's sites
     plan = []
     for t in (n for n in TASKS.names() if TASKS.get(n).benchmark == "mini"):
-        for m in list_methods():
+        for m in methods:
             plan.append((t, m, dict(extra)))
             if m not in BASELINES:
                 plan.append((t, m, {**extra, "weights": "none"}))

@@ -71,3 +71,12 @@ def test_quick_driver_writes_table_and_plot(root, tmp_path, monkeypatch):
     assert f"| Linear probing [{quick}] |" in md
     assert os.path.getsize(str(tmp_path / "r" / "mini" / "mini_accuracy_vs_params.png")) > 10_000
     assert any(p.endswith("mini.tex") for p in paths)
+
+
+def test_plan_runs_every_method_the_tiny_vit_supports_and_no_other():
+    import petlbench
+    from petlbench.tasks import mini as driver
+
+    planned = {m for _, m, _ in driver.mini_plan()}
+    vit = {m for m in petlbench.list_methods() if "vit" in petlbench.get_method(m).families}
+    assert planned == vit and "conv_adapter" not in planned  # a ConvNet-only method would only fail here
