@@ -17,17 +17,32 @@ merging, which replaces every wrapper by a plain layer, leaves no FacT module be
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 from torch import Tensor
 
+from petlbench.config import not_positive, not_probability
 from petlbench.errors import ConfigError
 from petlbench.method import PETLMethod, WeightDelta
 from petlbench.sites import find_sites, replace_module
 
 # The site kinds FacT tensorises, in block order, and the name the authors use for each weight.
 KINDS = {"attn_in": "qkv", "attn_out": "proj", "mlp_in": "fc1", "mlp_out": "fc2"}
+
+
+@dataclass
+class FacTConfig:
+    """FacT-TT's and FacT-TK's options: both scripts set the same defaults."""
+
+    # FacT/fact_tt.py:103 and fact_tk.py:107 set_FacT(model, dim=8, s=1); per VTAB task: configs/{tt,tk}/<task>.yaml:3
+    rank: int = 8
+    scale: float = 1.0  # the same lines' s=1; per VTAB task: configs/{tt,tk}/<task>.yaml:4
+    dropout: float = 0.1  # FacT/fact_tt.py:114,124 and fact_tk.py:120,130 _.dp = nn.Dropout(0.1)
+
+    def validate(self) -> str | None:
+        return not_positive(rank=self.rank) or not_probability(dropout=self.dropout)
 
 
 class FacTFactors(nn.Module):

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
+from petlbench.config import not_positive, not_probability
 from petlbench.errors import ConfigError
 from petlbench.method import PETLMethod, Wrapper, register_method
 from petlbench.methods.adapter import AdapterConfig, AdapterMLP
@@ -35,11 +36,7 @@ class AdaptFormerConfig:
     # (the video model passes its --drop instead, default 0.0: vit_video.py:124, main_video.py:129)
 
     def validate(self) -> str | None:
-        if self.dim < 1:
-            return f"dim must be positive, got {self.dim}"
-        if not 0.0 <= self.dropout < 1.0:
-            return f"dropout must be in [0, 1), got {self.dropout}"
-        return None
+        return not_positive(dim=self.dim) or not_probability(dropout=self.dropout)
 
 
 class NormInputTap(Wrapper):

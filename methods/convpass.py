@@ -35,6 +35,7 @@ import torch
 import torch.nn as nn
 from timm.layers import QuickGELU
 
+from petlbench.config import not_positive, not_probability
 from petlbench.errors import ConfigError
 from petlbench.method import PETLMethod, Wrapper, register_method
 from petlbench.sites import find_sites, replace_module
@@ -49,11 +50,7 @@ class ConvpassConfig:
     dropout: float = 0.1  # before up (convpass.py:126 nn.Dropout(0.1))
 
     def validate(self) -> str | None:
-        if self.dim < 1:
-            return f"dim must be positive, got {self.dim}"
-        if not 0.0 <= self.dropout < 1.0:
-            return f"dropout must be in [0, 1), got {self.dropout}"
-        return None
+        return not_positive(dim=self.dim) or not_probability(dropout=self.dropout)
 
 
 class ConvpassBranch(Wrapper):

@@ -16,28 +16,12 @@ Parameters: 2 d r + r^3 + L (4 + 2m) r; ViT-B/16 (d 768, L 12, m 4): 1536 r + r^
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn as nn
 
 from petlbench.method import register_method
 
-from ._fact import FacTFactors, FacTLinear, FacTMethod
-
-
-@dataclass
-class FacTTKConfig:
-    rank: int = 8  # FacT/fact_tk.py:107 set_FacT(model, dim=8, s=1); per VTAB task: configs/tk/<task>.yaml:3
-    scale: float = 1.0  # FacT/fact_tk.py:107 s=1; per VTAB task: configs/tk/<task>.yaml:4
-    dropout: float = 0.1  # FacT/fact_tk.py:120,130 _.dp = nn.Dropout(0.1)
-
-    def validate(self) -> str | None:
-        if self.rank < 1:
-            return f"rank must be positive, got {self.rank}"
-        if not 0 <= self.dropout < 1:
-            return f"dropout must be in [0, 1), got {self.dropout}"
-        return None
+from ._fact import FacTConfig, FacTFactors, FacTLinear, FacTMethod
 
 
 class FacTTKFactors(FacTFactors):
@@ -72,7 +56,7 @@ class FacTTKLinear(FacTLinear):
 
 @register_method("fact_tk")
 class FacTTK(FacTMethod):
-    config_cls = FacTTKConfig
+    config_cls = FacTConfig
     paper = "Jie & Deng 2023, arXiv:2212.03145"
     display_name = "FacT-TK"
 

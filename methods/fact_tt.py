@@ -16,28 +16,13 @@ VTAB-1k ranks (FacT/configs/tt/*.yaml): 39,734.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 
 from petlbench.method import register_method
 
-from ._fact import FacTFactors, FacTLinear, FacTMethod
-
-
-@dataclass
-class FacTTTConfig:
-    rank: int = 8  # FacT/fact_tt.py:103 set_FacT(model, dim=8, s=1); per VTAB task: configs/tt/<task>.yaml:3
-    scale: float = 1.0  # FacT/fact_tt.py:103 s=1; per VTAB task: configs/tt/<task>.yaml:4
-    dropout: float = 0.1  # FacT/fact_tt.py:114,124 _.dp = nn.Dropout(0.1)
-
-    def validate(self) -> str | None:
-        if self.rank < 1:
-            return f"rank must be positive, got {self.rank}"
-        if not 0 <= self.dropout < 1:
-            return f"dropout must be in [0, 1), got {self.dropout}"
-        return None
+from ._fact import FacTConfig, FacTFactors, FacTLinear, FacTMethod
 
 
 class FacTTTLinear(FacTLinear):
@@ -57,7 +42,7 @@ class FacTTTLinear(FacTLinear):
 
 @register_method("fact_tt")
 class FacTTT(FacTMethod):
-    config_cls = FacTTTConfig
+    config_cls = FacTConfig
     paper = "Jie & Deng 2023, arXiv:2212.03145"
     display_name = "FacT-TT"
 

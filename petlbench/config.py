@@ -127,3 +127,13 @@ def hashed_view(cfg: Any) -> dict[str, Any]:
         if f.metadata.get("added_later") and out.get(f.name) == f.default:
             out.pop(f.name, None)
     return out
+
+
+def not_positive(**values: float) -> str | None:
+    """For a config's `validate`: the first of `values` below 1, as "NAME must be positive, got V"; else None."""
+    return next((f"{k} must be positive, got {v}" for k, v in values.items() if v < 1), None)
+
+
+def not_probability(**values: float) -> str | None:
+    """For a config's `validate`: the first of `values` outside [0, 1), as "NAME must be in [0, 1), got V"."""
+    return next((f"{k} must be in [0, 1), got {v}" for k, v in values.items() if not 0 <= v < 1), None)
