@@ -251,22 +251,14 @@ def _store_and_out(args: argparse.Namespace):
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from .benchmark import of as benchmark_of
     from .config import parse_overrides
     from .run import execute, resolve
-    from .task import TASKS
 
     spec = resolve(args.task, args.method, parse_overrides(args.overrides, where="override"))
     if args.dry_run:
         _print_resolved(spec)
         return 0
-    data_root = args.data_root
-    prepare = benchmark_of(spec.task).prepare_data
-    if data_root is None and prepare is not None:  # a benchmark that makes its own data (generated)
-        data_root = prepare(None)
-    if data_root is None:
-        raise ConfigError(f"task {args.task!r} needs --data-root (the folder that holds "
-                          f"{TASKS.get(args.task).name.split('/', 1)[1]}/)")
+    data_root = _data_root_for(args.task, args.data_root)
     store, out = _store_and_out(args)
     bar = _Bar(not args.quiet)
     try:
@@ -283,6 +275,46 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(f"{rec['task']} {rec['method']}: {'top-1' if metric == 'top1' else metric} {rec['value']:.2f}% "
           f"({m.get('split')}, {when}; {rec['selection'].split(':')[0]}), {rec['params']['trainable']:,} trainable "
           f"params; record {rec['config_hash']} in {args.store}")
+    return 0
+
+
+def _data_root_for(task_name: str, data_root: str | None) -> str:
+    """`data_root`, or the data a generating benchmark makes; ConfigError naming --data-root otherwise."""
+    from .benchmark import of as benchmark_of
+    from .task import TASKS
+
+    task = TASKS.get(task_name)
+    prepare = benchmark_of(task).prepare_data
+    if data_root is None and prepare is not None:
+        data_root = prepare(None)
+    if data_root is None:
+        raise ConfigError(f"task {task_name!r} needs --data-root (the folder that holds "
+                          f"{task.name.split('/', 1)[1]}/)")
+    return data_root
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from .config import parse_overrides, parse_value
+    from .search import SearchSpace, run_search
+
+    values: dict = {}
+    for item in args.grid:
+        key, eq, rest = item.partition("=")
+        if not eq or not key or not rest:
+            raise ConfigError(f"--grid {item!r}: expected KEY=V1,V2,... (e.g. --grid lr=0.001,0.01)")
+        values[key] = [parse_value(v) for v in rest.split(",")]
+    space = SearchSpace.from_mapping({**values, "strategy": args.strategy, "eta": args.eta}, "--grid")
+    overrides = parse_overrides(args.overrides, where="override")
+    data_root = _data_root_for(args.task, args.data_root)
+    out = run_search(args.task, args.method, overrides, space, data_root, args.store, args.out,
+                     retry_failed=args.retry_failed, say=lambda line: print(line, file=sys.stderr))
+    rec = out.final
+    print(f"{rec['task']} {rec['method']}: chose {', '.join(f'{k}={v}' for k, v in out.chosen.items())} on "
+          f"{rec['search']['selected_on']} ({len(out.trials)} trials, {space.strategy}); test top-1 "
+          f"{rec['value']:.2f}% (trained on {rec['protocol']['train_split']}, tested once); record "
+          f"{rec['config_hash']} in {args.store}")
+    for line in out.failed:
+        print(f"failed trial: {line}", file=sys.stderr)
     return 0
 
 
@@ -499,6 +531,23 @@ def build_parser() -> argparse.ArgumentParser:
             elif not any(a.dest == "quiet" for a in cp._actions):
                 cp.add_argument("--quiet", action="store_true", help="no progress bars")
             cp.set_defaults(func=lambda args, c=c: c.run(args, CommandUI(args)))
+    se = sub.add_parser("search", help="search hyper-parameters on the validation split, retrain the choice, test "
+                                       "once (resumable; see petlbench/search.py)")
+    se.add_argument("--task", required=True, help="e.g. vtab/cifar (see `petlbench tasks`)")
+    se.add_argument("--method", required=True, help="e.g. lora (see `petlbench methods`)")
+    se.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2",
+                    help="values of one protocol field or method option (repeatable), e.g. --grid lr=0.001,0.01 "
+                         "--grid weight_decay=0,0.0001")
+    se.add_argument("--strategy", choices=["grid", "halving"], default="grid",
+                    help="grid: every point for the full epochs; halving: successive halving (see --eta)")
+    se.add_argument("--eta", type=int, default=3, help="halving: keep 1/eta of the points per rung (default 3)")
+    se.add_argument("--data-root", default=None,
+                    help="folder holding the dataset folders (default: generated, for a benchmark that generates its "
+                         "data)")
+    se.add_argument("--retry-failed", action="store_true", help="rerun trials recorded as failed")
+    se.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="as for `petlbench run`")
+    _add_store_args(se)
+    se.set_defaults(func=cmd_search)
     sw = sub.add_parser("sweep",
                         help="run a sweep file's runs that the store lacks (resumable; see petlbench/sweep.py)")
     sw.add_argument("file", help="a shipped sweep's name (see `petlbench sweeps`), e.g. vtab1k, or a sweep YAML file")

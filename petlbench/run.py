@@ -112,9 +112,7 @@ def execute(spec: RunSpec, data_root: str, store: ResultStore, out_dir: str, for
     distributed.setup(device)  # joins the other processes of a torchrun launch; nothing otherwise
     main = distributed.is_main()
     progress = progress if main else None
-    clean = p.selection == "clean"
-    train_split = p.clean_train_split if clean else p.train_split
-    select_split = p.val_split if clean else p.test_split
+    train_split, select_split, test_once = p.split_roles()
     # Cheap checks first: the list files (every line and image path), the store, the weights, before any decoding.
     # The lists are read before the store is asked: a stored record stands only if it was made on this data.
     samples = {split: task.samples(data_root, split) for split in spec.data_splits()}
@@ -137,9 +135,7 @@ def execute(spec: RunSpec, data_root: str, store: ResultStore, out_dir: str, for
     stem = os.path.join(run_dir, run_name(spec))
     record: dict[str, Any] = {
         **base_record(spec, data),
-        "selection": ("clean: epoch selected on " + p.val_split + ", test evaluated once") if clean else
-                     ("reproduction: best of the periodic test evaluations (every "
-                      f"{p.eval_every} epochs), as the published VTAB-1k tables"),
+        "selection": SELECTION_TEXT[p.selection].format(p=p),
         "params": {"trainable": count_trainable(model, include_head=False), "paper": count_paper(model),
                    "head": count_trainable(model) - count_trainable(model, include_head=False),
                    "backbone_total": sum(q.numel() for q in model.parameters())},
@@ -147,7 +143,11 @@ def execute(spec: RunSpec, data_root: str, store: ResultStore, out_dir: str, for
     }
     t0 = time.perf_counter()
     try:
-        res = fit(model, train_batches, EvalPlan(evals, p.eval_every, p.eval_phase, select_on=select_split),
+        # trial: every evaluation's val top-1 is logged, the last one scores; final: one test evaluation, at the end
+        every = LAST_ONLY if p.selection == "final" else p.eval_every
+        select_on = None if p.selection in ("trial", "final") else select_split
+        res = fit(model, train_batches, EvalPlan(evals, every, "end" if p.selection == "final" else p.eval_phase,
+                                                 select_on=select_on),
                   OptimRecipe.from_protocol(p),
                   BatchAugment(norm, random_erasing=p.random_erasing if augmented(p) else 0.0, re_mode=p.re_mode,
                                re_count=p.re_count, mixup=p.mixup, cutmix=p.cutmix,
@@ -161,18 +161,18 @@ def execute(spec: RunSpec, data_root: str, store: ResultStore, out_dir: str, for
         raise
     if distributed.is_distributed() and isinstance(train_batches, LoaderBatches):
         train_bad.items[:] = [b for items in distributed.gather_objects(train_bad.items) for b in items]  # all shares
-    # Restore the selected evaluation's tuned tensors (reproduction: best test; clean: best val).
+    # Restore the selected evaluation's tuned tensors (reproduction: best test; clean: best val; trial and final:
+    # the last evaluation's).
     load_trainable(model, res.best_state or {})
-    selected = max((h for h in res.history if select_split in h), key=lambda h: h[select_split])
+    selected = ([h for h in res.history if h.get("selected")] or [h for h in res.history if select_split in h])[-1]
     metrics = {"top1": selected[select_split], "epoch": selected["epoch"], "split": select_split}
-    if clean:
-        test_batches, test_bad = load_split(task, data_root, p.test_split, p, ex, False, device,
-                                            samples[p.test_split])
-        metrics = {"top1": evaluate(model, EvalSet(p.test_split, test_batches, task.logit_subset), device,
+    if test_once is not None:
+        test_batches, test_bad = load_split(task, data_root, test_once, p, ex, False, device, samples[test_once])
+        metrics = {"top1": evaluate(model, EvalSet(test_once, test_batches, task.logit_subset), device,
                                     norm, ex.amp)["top1"],
-                   "epoch": selected["epoch"], "split": p.test_split, "val_top1": selected[select_split]}
+                   "epoch": selected["epoch"], "split": test_once, "val_top1": selected[select_split]}
         select_bad.items.extend(test_bad.items)
-    targets = evaluate_targets(task, model, data_root, p, ex, device)
+    targets = evaluate_targets(task, model, data_root, p, ex, device) if p.selection != "trial" else None
     if targets:
         metrics["targets"] = targets
     if main:
@@ -193,6 +193,18 @@ def execute(spec: RunSpec, data_root: str, store: ResultStore, out_dir: str, for
         log.info("%s %s: top1 %.2f (%s) -> %s", task.name, spec.method.name, record["value"], metrics["split"], path)
     # Every process returns the main one's record (theirs differ in device and timings), once it is written.
     return distributed.broadcast_object(record)
+
+
+# What a record says of its selection rule (Protocol.selection).
+SELECTION_TEXT = {
+    "reproduction": "reproduction: best of the periodic test evaluations (every {p.eval_every} epochs), as the "
+                    "published VTAB-1k tables",
+    "clean": "clean: epoch selected on {p.val_split}, test evaluated once",
+    "trial": "trial: trained on {p.clean_train_split}, scored by the last evaluation on {p.val_split}; the test "
+             "split is not read",
+    "final": "final: trained on {p.train_split} with searched settings, test evaluated once after the last epoch",
+}
+LAST_ONLY = 1 << 30  # an evaluation cadence no run reaches: the engine evaluates after the last epoch only
 
 
 def finished_record(spec: RunSpec, store: ResultStore, force: bool = False,

@@ -8,6 +8,8 @@ duplicated, never half-written), and a run cut short resumes from its last evalu
     methods: [repadapter, lora, {name: vpt, deep: false}]   # a mapping sets method options
     seeds: [42]
     search: {scale: [0.1, 0.5, 1, 5, 10]}   # every value, for the methods that have the option
+    tune: {lr: [0.001, 0.01], weight_decay: [0, 0.0001], strategy: grid}   # each run becomes a search
+                                         # (search.py): trials on val, the choice retrained, test once
     overrides: {epochs: 100}             # protocol / execution keys, as `petlbench run KEY=VALUE`
     shots: [1, 2, 4, 8, 16]              # an axis of the few-shot benchmark (`Benchmark.sweep_axes`): its
                                          # tasks only, the k-shot list of split seed = seed
@@ -42,7 +44,7 @@ from .store import ResultStore
 
 log = logging.getLogger(__name__)
 
-BASE_KEYS = {"name", "tasks", "methods", "seeds", "search", "overrides"}
+BASE_KEYS = {"name", "tasks", "methods", "seeds", "search", "overrides", "tune"}
 
 
 def sweep_axes() -> dict[str, list[str]]:
@@ -152,7 +154,7 @@ def load_sweep(path: str) -> dict[str, Any]:
     for key in ("tasks", "methods"):
         if not isinstance(spec.get(key), list) or not spec[key]:
             raise ConfigError(f"sweep file {path}: {key!r} must be a non-empty list")
-    for key in ("search", "overrides"):
+    for key in ("search", "overrides", "tune"):
         if not isinstance(spec.get(key, {}), dict):
             raise ConfigError(f"sweep file {path}: {key!r} must be a mapping")
     for key in ("seeds", *axes):
@@ -411,11 +413,19 @@ def run_sweep(path: str, data_root: str | None, store_root: str, out_dir: str, *
     if extra:  # `petlbench sweep --set KEY=VALUE`: on top of the file's overrides (e.g. a checkpoint path)
         sweep["overrides"] = {**(sweep.get("overrides") or {}), **extra}
     runs = expand(sweep, path)
+    space = None
+    if sweep.get("tune"):
+        from .search import SearchSpace
+
+        space = SearchSpace.from_mapping(sweep["tune"], f"sweep file {path}: tune")
     summary = SweepSummary(planned=len(runs))
     store = ResultStore(store_root)
     for folder in (store_root, out_dir):  # temporary files of writers killed earlier (kill -9, a lost node)
         for leftover in clean_stale_temps_under(folder):
             log.info("removed the stale temporary file %s", leftover)
+    if space is not None:
+        return _run_searches(runs, space, summary, data_root, store_root, out_dir, retry_failed, executor,
+                             executor_options or {}, progress, say)
     pending = _pending_runs(runs, store, data_root, retry_failed, summary, say)
     for benchmark in sorted({r.benchmark for r in pending}):  # a read-only or full store: one line, now
         store.check_writable(benchmark)
@@ -430,6 +440,37 @@ def run_sweep(path: str, data_root: str | None, store_root: str, out_dir: str, *
         return summary
     return _submit(pending, summary, data_root, store_root, out_dir, retry_failed, executor,
                    executor_options or {}, say)
+
+
+def _run_searches(runs: list[PlannedRun], space, summary: SweepSummary, data_root: str | None, store_root: str,
+                  out_dir: str, retry_failed: bool, executor: str, opts: dict[str, Any],
+                  progress: Callable[[str, int, int], None] | None, say: Callable[[str], None]) -> SweepSummary:
+    """A sweep with `tune:`: each planned run is the base of one search (search.run_search), run here one after
+    another, or one job per search (its trials inline in the job) with submitit."""
+    from .search import search_one
+
+    absent: dict[str, str | None] = {}
+    pending = []
+    for r in runs:
+        if r.task not in absent:
+            absent[r.task] = data_absent(r.task, data_root)
+            if absent[r.task]:
+                summary.absent.append((r.task, absent[r.task]))
+                say(f"skipping {r.task}: data absent ({absent[r.task]})")
+        if not absent[r.task]:
+            pending.append(r)
+    if executor != "inline":
+        return _submit(pending, summary, data_root, store_root, out_dir, retry_failed, executor, opts, say,
+                       job=search_one, extra=(space,))
+    for i, r in enumerate(pending):
+        if progress:
+            progress("searches", i, len(pending))
+        status, reason = search_one(r.task, r.method, r.overrides, space, data_root, store_root, out_dir,
+                                    retry_failed)
+        _count(summary, r, status, reason, say)
+    if progress:
+        progress("searches", len(pending), len(pending))
+    return summary
 
 
 def _pending_runs(runs: list[PlannedRun], store: ResultStore, data_root: str | None, retry_failed: bool,
@@ -474,8 +515,10 @@ def _count(summary: SweepSummary, r: PlannedRun, status: str, reason: str, say: 
 
 
 def _submit(pending: list[PlannedRun], summary: SweepSummary, data_root: str | None, store_root: str, out_dir: str,
-            retry_failed: bool, executor: str, opts: dict[str, Any], say: Callable[[str], None]) -> SweepSummary:
-    """Run `pending` as a submitit job array: one job per run, one GPU each on SLURM."""
+            retry_failed: bool, executor: str, opts: dict[str, Any], say: Callable[[str], None],
+            job: Callable = run_one, extra: tuple = ()) -> SweepSummary:
+    """Run `pending` as a submitit job array: one job per run (`job`: run_one, or search.search_one with the
+    space in `extra`), one GPU each on SLURM."""
     try:
         import submitit
     except ImportError:
@@ -495,8 +538,8 @@ def _submit(pending: list[PlannedRun], summary: SweepSummary, data_root: str | N
     else:
         params.update(gpus_per_node=int(opts.get("gpus", 0)), cpus_per_task=int(opts.get("cpus", 1)))
     ex.update_parameters(**params)
-    args = [(r.task, r.method, r.overrides, data_root, store_root, out_dir, retry_failed) for r in pending]
-    jobs = ex.map_array(run_one, *zip(*args))
+    args = [(r.task, r.method, r.overrides, *extra, data_root, store_root, out_dir, retry_failed) for r in pending]
+    jobs = ex.map_array(job, *zip(*args))
     summary.submitted = [j.job_id for j in jobs]
     say(f"submitted {len(jobs)} jobs ({executor}); logs under {folder.replace('%j', '<job id>')}")
     if executor == "slurm" and not opts.get("wait"):

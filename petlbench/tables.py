@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from importlib.resources import files
 from typing import Any
 
+from .search import tuned_keys
 from .store import record_problem
 
 log = logging.getLogger(__name__)
@@ -77,13 +78,14 @@ def variant_of(rec: dict, search: Iterable[str] = ()) -> tuple[str, str, dict]:
     The label is the paper's method name plus its differences and its recipe, e.g. "LoRA [rank=4] (noah-vtab)",
     "RepAdapter [random init]" (a task without a recipe: the mini-benchmark)."""
     v = rec.get("variant") or _legacy_variant(rec)
-    search = set(search)
-    shown = []
     cfg, proto = rec.get("method_cfg") or {}, rec.get("protocol") or {}
+    tuned = tuned_keys(proto.get("tuned", ""))  # a search's final run: its choice is a cell's, not the row's
+    search = set(search) | set(tuned)
+    shown = [f"tuned {', '.join(tuned)}"] if tuned else []
     searched = {k: cfg.get(k, proto.get(k)) for k in sorted(search) if k in cfg or k in proto}
     recipe = proto.get("recipe", "") or ""
     for k, val in v["diffs"].items():
-        if k in search or k == "recipe":  # the recipe is named in the label itself, below
+        if k in search or k == "recipe" or (tuned and k in ("selection", "tuned")):  # (recipe: named below)
             continue
         elif k == "weights" and val in ("", "none", "random"):
             shown.append("random init")
@@ -114,6 +116,8 @@ def run_frame(records: Iterable[dict], search: Iterable[str] = (), problems=None
     search = tuple(search)
     rows = []
     for r in records:
+        if isinstance(r, dict) and stage_of(r):
+            continue  # a search's trial or a staged method's supernet / search: the table shows what they chose
         why = record_problem(r) or _row_problem(r)
         if why is None:
             try:
@@ -129,6 +133,16 @@ def run_frame(records: Iterable[dict], search: Iterable[str] = (), problems=None
     return pd.DataFrame(rows)
 
 
+def stage_of(r: dict) -> str:
+    """"" for a record that is a result (a table row); else the intermediate stage it is: "trial" (a search's
+    trial: a val score), or the stage a staged method's pipeline wrote ("supernet", "search")."""
+    proto = r.get("protocol")
+    if isinstance(proto, dict) and proto.get("selection") == "trial":
+        return "trial"
+    stage = r.get("stage")
+    return stage if isinstance(stage, str) and stage != "final" else ""
+
+
 def _frame_row(r: dict, search: tuple[str, ...]) -> dict:
     from .benchmark import get
 
@@ -140,13 +154,14 @@ def _frame_row(r: dict, search: tuple[str, ...]) -> dict:
     row = {"benchmark": bench, "task": r["task"], "dataset": r["task"].split("/", 1)[-1],
            "group": r.get("group", ""), "method": r["method"], "variant": label, "key": key,
            "status": r.get("status", ""), "reason": r.get("reason", ""), "seed": r.get("seed"),
-           "train_split": proto.get("clean_train_split" if proto.get("selection") == "clean" else "train_split", ""),
+           "train_split": proto.get("clean_train_split" if proto.get("selection") in ("clean", "trial") else
+                                    "train_split", ""),
            "value": r.get("value"), "metric": r.get("metric", "top1"),
            "select_score": m.get("val_top1", r.get("value")), "selection": proto.get("selection", ""),
            "params": params.get("trainable"), "params_paper": params.get("paper"),
            "backbone": proto.get("backbone", ""), "weights": proto.get("weights", ""),
            "normalize": proto.get("normalize", ""), "recipe": proto.get("recipe", "") or "",
-           "config_hash": r.get("config_hash", ""),
+           "config_hash": r.get("config_hash", ""), "tuned": proto.get("tuned", "") or "",
            "searched": ", ".join(f"{k}={_fmt_value(v)}" for k, v in sorted(searched.items()))}
     fields = get(bench).row_fields if bench else None
     if fields is not None:  # the benchmark's own columns (few-shot: shots and split seed, from the split name)
@@ -276,7 +291,9 @@ def selection_note(ok) -> list[str]:
     sel = sorted(set(ok["selection"].dropna())) if not ok.empty else []
     notes = {"reproduction": "reproduction: best of the periodic test evaluations (as the published VTAB-1k "
                              "tables; test data selects the epoch)",
-             "clean": "clean: epoch selected on the validation split, test evaluated once"}
+             "clean": "clean: epoch selected on the validation split, test evaluated once",
+             "final": "final (searched rows): settings chosen on the validation split, retrained on the training "
+                      "split, test evaluated once after the last epoch"}
     return [f"Selection: {'; '.join(notes.get(s, s) for s in sel)}."] if sel else []
 
 
@@ -302,12 +319,22 @@ def recipes_of(ok) -> list[str]:
 
 
 def search_note(ok, keys: tuple[str, ...]) -> list[str]:
-    if not keys or ok.empty or not ok["searched"].any():
+    """What `--search` collapsed, and what each searched (tuned) row's search chose, per dataset."""
+    if ok.empty or not ok["searched"].astype(bool).any():
         return []
     out = []
+    tuned = ok["tuned"] if "tuned" in ok else None
     for variant, sub in ok[ok["searched"] != ""].groupby("variant", sort=True):
         picks = ", ".join(f"{d} {'/'.join(sorted(set(s)))}" for d, s in sub.groupby("dataset")["searched"])
-        out.append(f"{variant}: {'/'.join(keys)} chosen per dataset (and seed) by the run's selection rule: {picks}.")
+        spaces = sorted(set(tuned[sub.index])) if tuned is not None else []
+        if spaces and spaces != [""]:
+            out.append(f"{variant}: searched per dataset (and seed) on the validation split "
+                       f"({'; '.join(s for s in spaces if s)}; trials trained on the clean training split, scored "
+                       f"by their last val evaluation), then retrained on the training split and tested once; "
+                       f"chosen: {picks}.")
+        elif keys:
+            out.append(f"{variant}: {'/'.join(keys)} chosen per dataset (and seed) by the run's selection rule: "
+                       f"{picks}.")
     return out
 
 

@@ -109,9 +109,15 @@ class ClassificationProtocol(Protocol):
     # reproduction: train on `train_split`, evaluate `test_split` every `eval_every` epochs, report the best
     #   (what the VTAB-1k papers did; the record says so).
     # clean: train on `clean_train_split`, select the epoch on `val_split`, evaluate `test_split` once.
-    selection: Literal["reproduction", "clean"] = "reproduction"
+    # trial: a hyper-parameter search trial (petlbench/search.py): train on `clean_train_split`, evaluate
+    #   `val_split`, score = the last evaluation's val top-1 (VPT's tune_vtab.py:48-78); the test split is never read.
+    # final: the search's retrain: train on `train_split`, evaluate `test_split` once, after the last epoch.
+    selection: Literal["reproduction", "clean", "trial", "final"] = "reproduction"
     clean_train_split: str = "train800"
     val_split: str = "val200"
+    # How this run's hyper-parameters were chosen, when a search chose them (search.SearchSpace.describe(): the
+    # strategy, the searched values, the split it selected on); "" for a run whose settings were given.
+    tuned: str = added_later("")
     # The head's start: "random" (a new linear head), or "zeroshot" (open_clip backbones: the text embeddings of
     # the task's class names, i.e. CLIP's zero-shot classifier, as CLIP users start from it).
     head_init: Literal["random", "zeroshot"] = added_later("random")
@@ -124,9 +130,19 @@ class ClassificationProtocol(Protocol):
     def splits_read(self) -> tuple[str, ...]:
         """reproduction: the train split and the test split (selected on); clean: the clean train split, the val
         split (selected on) and the test split (evaluated once)."""
-        names = (self.clean_train_split, self.val_split, self.test_split) if self.selection == "clean" else (
-            self.train_split, self.test_split)
+        names = {"clean": (self.clean_train_split, self.val_split, self.test_split),
+                 "trial": (self.clean_train_split, self.val_split)}.get(self.selection,
+                                                                        (self.train_split, self.test_split))
         return tuple(dict.fromkeys(names))
+
+    def split_roles(self) -> tuple[str, str, str | None]:
+        """(training split, split evaluated during training and selected on, split evaluated once after
+        training or None) under `selection`."""
+        if self.selection == "clean":
+            return self.clean_train_split, self.val_split, self.test_split
+        if self.selection == "trial":
+            return self.clean_train_split, self.val_split, None
+        return self.train_split, self.test_split, None
 
     def validate(self) -> str | None:
         base = super().validate()

@@ -216,8 +216,8 @@ def shots_axis(shot: int, seed: int | None) -> dict:
 def row_fields(record: dict) -> dict:
     """The record's shots and split seed, read from its training split's name."""
     proto = record.get("protocol") or {}
-    m = _SHOT_SPLIT.match(proto.get("clean_train_split" if proto.get("selection") == "clean" else "train_split")
-                          or "")
+    key = "clean_train_split" if proto.get("selection") in ("clean", "trial") else "train_split"
+    m = _SHOT_SPLIT.match(proto.get(key) or "")
     return {"shots": int(m.group(1)) if m else None, "split_seed": int(m.group(2)) if m else None}
 
 
