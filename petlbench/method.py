@@ -319,6 +319,11 @@ class PETLMethod:
     display_name: ClassVar[str] = ""
     variants: ClassVar[dict[str, tuple[dict[str, Any], str]]] = {}
     key_options: ClassVar[tuple[str, ...]] = ()
+    # A method whose sub-network is searched with a weight-sharing supernet (NOAH) gives its hooks here, a
+    # `petlbench.nas.Supernet`: its supernet configuration (option `arch` == "") then runs nas.run_pipeline.
+    supernet: ClassVar[Any] = None
+    # Options a search chooses per dataset (NOAH's `arch`): not part of a table row's label.
+    searched_options: ClassVar[tuple[str, ...]] = ()
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -350,6 +355,17 @@ class PETLMethod:
         if not self.mergeable:
             merging = [n for n in METHODS.names() if METHODS.get(n).mergeable]
             return f"it is not mergeable (mergeable methods: {', '.join(merging)})"
+        return None
+
+    def runner(self, protocol: Any):
+        """A procedure of the method's own that runs this configuration instead of the training engine, with
+        `run.execute`'s signature, or None. The base gives a supernet method's supernet configuration the
+        three-stage search (nas.run_pipeline), except under selection=trial: that trains the supernet itself."""
+        sup = self.supernet
+        if sup is not None and getattr(self.cfg, sup.arch_option) == "" and protocol.selection != "trial":
+            from .nas import run_pipeline
+
+            return run_pipeline
         return None
 
     def paper_count(self, model: nn.Module, trainable: int) -> int:

@@ -103,7 +103,7 @@ def execute(spec: RunSpec, data_root: str, store: ResultStore, out_dir: str, for
     main process (rank 0) writes files (store record, tuned weights, log, resume state) and reports progress,
     and every process returns the main process's record (with "world_size")."""
     task, p, ex = spec.task, spec.protocol, spec.execution
-    runner = benchmark_of(task).runner
+    runner = spec.method.runner(p) or benchmark_of(task).runner
     if runner is not None:
         return runner(spec, data_root, store, out_dir, force=force, progress=progress)
     if task.eval_only:

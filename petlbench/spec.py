@@ -38,6 +38,10 @@ class RunSpec:
     # Where each resolved value came from (protocol field or "method.KEY" -> "task ...", "recipe ...: file:line",
     # "override"); for `petlbench run --dry-run`, not part of the identity.
     sources: dict[str, str] = dataclasses.field(default_factory=dict)
+    # The overrides it was resolved from, and a supernet method's pipeline options (`stage`, `search.KEY`:
+    # nas.py); the search options are part of the identity, the stage (where the pipeline stops) is not.
+    overrides: dict[str, Any] = dataclasses.field(default_factory=dict)
+    pipeline: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def numerics(self) -> dict[str, Any]:
         """{"amp": "bf16"|"fp16", "compile": True} where the run computes other than in eager fp32; {} otherwise."""
@@ -57,6 +61,9 @@ class RunSpec:
         numerics = self.numerics()
         if numerics:  # eager fp32 runs keep the hashes they had before numerics were part of the identity
             out["numerics"] = numerics
+        search = {k: v for k, v in self.pipeline.items() if k != "stage"}
+        if search:
+            out["pipeline"] = search
         return out
 
     @property
@@ -118,7 +125,7 @@ def variant_of_spec(task_name: str, method: str, cfg: dict[str, Any], proto: dic
     if method in METHODS:
         cls = METHODS.get(method)
         key = cls.variant_key(cfg)
-        name, key_options = cls.variant_name(key), cls.key_options
+        name, key_options = cls.variant_name(key), cls.key_options + cls.searched_options
         defaults = dataclasses.asdict(cls.config_cls())
         if task_name in TASKS:
             try:
@@ -161,8 +168,14 @@ def resolve(task_name: str, method: str, overrides: dict[str, Any] | None = None
     proto_keys = {f.name for f in dataclasses.fields(proto_cls)}
     exec_keys = {f.name for f in dataclasses.fields(Execution)}
     method_keys = {f.name for f in dataclasses.fields(cls.config_cls)}
-    proto, exe, meth = {}, {}, {}
+    proto, exe, meth, pipeline = {}, {}, {}, {}
     for key, value in (overrides or {}).items():
+        if key == "stage" or key.startswith("search."):
+            if cls.supernet is None:
+                raise ConfigError(f"override {key}=...: only for methods searched with a supernet (nas.py), "
+                                  f"not {method!r}")
+            pipeline[key] = value
+            continue
         if key.startswith("method."):
             meth[key[len("method."):]] = value
             continue
@@ -205,7 +218,7 @@ def resolve(task_name: str, method: str, overrides: dict[str, Any] | None = None
     for k in dataclasses.asdict(m.cfg):
         sources[f"method.{k}"] = ("override" if k in meth else f"task {task.name}" if k in task_meth else
                                   sources.get(f"method.{k}", f"method {method} default"))
-    return RunSpec(task, m, protocol, execution, sources)
+    return RunSpec(task, m, protocol, execution, sources, dict(overrides or {}), pipeline)
 
 
 def run_name(spec: RunSpec) -> str:

@@ -151,7 +151,7 @@ BENCHMARKS.add(Benchmark(
     columns=lambda: [(d, TASKS.get(f"vtab/{d}").group) for d in DATASETS],
     published=read_published,
     # methods whose authors ship per-dataset VTAB-1k settings: their runs use them by default
-    method_recipes={"fact_tt": "fact-vtab", "fact_tk": "fact-vtab", "convpass": "convpass-vtab"},
+    method_recipes={"fact_tt": "fact-vtab", "fact_tk": "fact-vtab", "convpass": "convpass-vtab", "noah": "noah-vtab"},
     data_source="NOAH's VTAB-1k jpg export with list files (not TFDS tensors; the two sources differ by up to ~10 "
                 "points on some datasets)",
     commands=(Command("estimate-vtab", "estimate a whole VTAB-1k run from measured per-step/image costs",

@@ -62,6 +62,62 @@ METHODS = {
     },
 }
 
+# NOAH itself (methods/noah.py): the search space its VTAB-1k sub-networks come from. The VTAB scripts name
+# experiments/NOAH/supernet/supernet-B_prompt.yaml (dims 5, 10, 50, 100), but every sub-network NOAH released for
+# VTAB-1k (experiments/NOAH/subnet/VTAB/*.yaml RETRAIN) uses only 1, 5 and 10: the dims of
+# supernet-B_prompt_VTAB.yaml, the space taken here. Few-shot sub-networks use 5, 10, 50, 100 (supernet-B_prompt.yaml,
+# the method's defaults).
+SPACE_VTAB = "experiments/NOAH/supernet/supernet-B_prompt_VTAB.yaml"
+NOAH_VTAB = {"noah": {
+    "prompt_dims": C("1,5,10", f"{SPACE_VTAB}:10-13 SEARCH_SPACE.VISUAL_PROMPT_DIM"),
+    "lora_dims": C("1,5,10", f"{SPACE_VTAB}:14-17 SEARCH_SPACE.LORA_DIM"),
+    "adapter_dims": C("1,5,10", f"{SPACE_VTAB}:18-21 SEARCH_SPACE.ADAPTER_DIM"),
+}}
+
+# vtab/<ours>: (NOAH's dataset name, prompt dims, LoRA dims, adapter dims), from
+# experiments/NOAH/subnet/VTAB/ViT-B_prompt_<NOAH's name>.yaml RETRAIN (PREFIX_DIM all 0 in every file)
+SUBNETS = {
+    "cifar": ("cifar100", "10,5,10,1,5,1,10,1,10,5,1,10",
+        "10,1,5,5,1,10,1,1,1,10,1,1", "5,10,10,10,5,1,1,1,10,10,10,1"),
+    "caltech101": ("caltech101", "5,10,1,5,10,1,10,1,10,1,10,1",
+        "1,10,10,10,5,10,10,10,5,1,10,1", "10,1,5,10,10,1,5,5,10,1,5,10"),
+    "dtd": ("dtd", "10,5,1,1,5,10,5,1,1,5,1,1",
+        "10,5,1,1,5,10,5,1,1,5,1,1", "1,1,1,10,1,1,10,10,10,10,10,1"),
+    "oxford_flowers102": ("oxford_flowers102", "10,10,5,5,1,10,1,5,10,1,5,10",
+        "10,10,5,5,1,10,1,5,10,1,5,10", "5,1,5,5,1,1,10,5,5,10,5,10"),
+    "oxford_iiit_pet": ("oxford_pet", "10,5,5,10,1,10,10,10,10,5,10,10",
+        "10,1,1,10,5,1,1,5,10,10,1,10", "1,5,5,5,5,10,1,5,10,1,1,5"),
+    "svhn": ("svhn", "10,5,5,10,5,5,5,5,5,5,5,5",
+        "5,5,5,10,5,5,5,10,10,10,10,5", "5,5,5,5,5,10,5,10,5,5,5,5"),
+    "sun397": ("sun397", "5,1,10,5,5,10,1,5,1,1,1,1",
+        "10,10,5,5,1,1,10,1,1,1,1,10", "10,5,1,1,1,10,5,5,1,1,5,1"),
+    "patch_camelyon": ("patch_camelyon", "10,10,5,10,1,10,10,10,5,1,5,5",
+        "10,10,1,10,1,1,5,5,5,1,5,5", "5,1,10,5,5,1,1,10,1,5,1,5"),
+    "eurosat": ("eurosat", "10,10,10,10,10,1,5,5,10,10,5,10",
+        "10,1,10,10,1,5,10,1,1,1,10,1", "10,10,5,1,10,1,10,5,10,1,10,10"),
+    "resisc45": ("resisc45", "5,5,10,1,5,1,5,10,1,1,5,1",
+        "10,10,5,5,5,10,10,10,1,5,1,5", "5,5,5,1,5,1,10,5,5,1,5,5"),
+    "diabetic_retinopathy": ("diabetic_retinopathy", "10,1,5,10,1,5,5,10,5,10,5,5",
+        "1,1,10,5,5,10,1,10,10,5,10,1", "1,1,5,5,10,10,10,5,1,10,10,1"),
+    "clevr_count": ("clevr_count", "10,1,5,10,5,1,10,5,5,5,10,1",
+        "1,1,10,5,10,10,10,1,5,1,10,1", "1,10,10,10,10,1,5,10,10,10,1,1"),
+    "clevr_dist": ("clevr_dist", "10,1,1,10,5,10,5,1,5,10,5,5",
+        "5,1,10,5,10,10,1,1,5,10,1,10", "1,1,1,10,1,1,1,10,5,1,10,10"),
+    "dmlab": ("dmlab", "1,10,5,1,10,10,5,10,10,1,1,1",
+        "10,5,1,5,10,10,5,5,5,10,10,1", "5,1,5,1,5,1,5,5,5,10,10,10"),
+    "kitti": ("kitti", "1,5,10,1,10,5,1,1,1,5,5,5",
+        "5,10,10,10,1,10,5,5,10,5,10,1", "5,1,10,10,1,10,1,1,5,10,5,5"),
+    "dsprites_loc": ("dsprites_loc", "5,10,1,10,10,5,5,1,5,5,10,1",
+        "1,1,1,1,10,10,1,10,5,1,5,10", "1,1,1,10,1,1,10,10,10,10,10,1"),
+    "dsprites_ori": ("dsprites_ori", "5,5,1,1,10,5,1,10,10,10,10,10",
+        "1,10,1,10,1,5,10,10,5,5,1,5", "1,10,10,10,10,1,5,10,10,10,1,1"),
+    "smallnorb_azi": ("smallnorb_azi", "1,10,1,10,1,5,10,10,1,10,10,5",
+        "10,5,1,5,1,1,5,5,10,1,1,10", "5,1,1,1,5,5,1,10,1,1,5,1"),
+    "smallnorb_ele": ("smallnorb_ele", "10,1,1,1,1,5,10,10,10,10,1,10",
+        "10,1,1,1,5,5,10,5,1,10,1,1", "1,1,1,10,1,1,10,10,10,10,10,1"),
+}
+
+
 RECIPES.add(Recipe(
     name="noah-vtab",
     summary="NOAH's VTAB-1k baselines: AdamW 1e-3, wd 1e-4 with timm's bias / 1-D filter, timm cosine stepped per "
@@ -80,7 +136,7 @@ RECIPES.add(Recipe(
                       "lib/datasets.py:21-26 train800val200.txt for the baselines (is_individual_prompt)"),
         test_split=C("test", "lib/datasets.py:29 test.txt"),
     ),
-    methods=METHODS,
+    methods={**METHODS, **NOAH_VTAB},
     method_protocol={"vpt": {"normalize": C("inception", "configs/VPT/VTAB/slurm_train_vpt_vtab.sh --inception "
                                                          "(lib/datasets.py:238-239)")}},
     deviations=(
@@ -135,4 +191,63 @@ RECIPES.add(Recipe(
         TIMM_VERSION,
         "ImageNet-A and -R are scored on their 200 classes (their authors' eval.py); NOAH took a 1000-way argmax.",
     ),
+))
+
+
+# --- NOAH's own three stages (petlbench/nas.py) --------------------------------------------------------------
+# The retrain of a found sub-network is the baselines' recipe (noah-vtab / noah-fewshot): configs/NOAH/VTAB/subnet/
+# slurm_retrain_vtab.sh:33 passes --epochs=100 --lr=0.001 --weight-decay=0.0001 --no_aug --direct_resize
+# --mixup=0 --cutmix=0 --smoothing=0 --mode=retrain (train800val200, lib/datasets.py:26; test.txt, :29), and
+# configs/NOAH/few-shot/subnet/slurm_retrain_few-shot.sh:38 the few-shot baselines' arguments with lr 0.005.
+SUPER_VTAB = "configs/NOAH/VTAB/supernet/slurm_train_vtab.sh:34"
+SUPER_FS = "configs/NOAH/few-shot/supernet/slurm_train_few-shot.sh:38"
+SUPERNET_STAGE = dict(
+    selection=C("trial", "the supernet's weights are the last epoch's (train.py:416-424 checkpoint.pth, written every "
+                         "epoch; evolution.py --resume reads it); NOAH's periodic test evaluation of a random "
+                         "sub-network (train.py:427-431) is a log line: petlbench evaluates val, never test"),
+    eval_every=C(10, f"{T}:205 --val_interval default 10"),
+)
+
+RECIPES.add(Recipe(
+    name="noah-vtab-supernet",
+    summary="NOAH's VTAB-1k supernet: AdamW 5e-4, wd 1e-4, 500 epochs on train800, a random sub-network per step",
+    repo=REPO, benchmarks=("vtab",),
+    protocol=dict(
+        RECIPES.get("noah-vtab").protocol, **SUPERNET_STAGE,
+        lr=C(5e-4, f"{SUPER_VTAB} --lr=${{LR}}, :21 LR in 0.0005"),
+        epochs=C(500, f"{SUPER_VTAB} --epochs=500"),
+        weight_decay=C(1e-4, f"{SUPER_VTAB} --weight-decay=${{WEIGHT_DECAY}}, :11 WEIGHT_DECAY=0.0001"),
+        clean_train_split=C("train800", "lib/datasets.py:21-22 mode 'super': train800.txt"),
+        val_split=C("val200", "lib/datasets.py:23-24 mode 'search': val200.txt (evolution.py's candidates)"),
+    ),
+    methods={**METHODS, **NOAH_VTAB},
+    deviations=(TIMM_VERSION,
+                "Sub-networks are drawn with torch's generator (resumable), not python's random seeded per epoch "
+                "(supernet_engine_prompt.py:59); the distribution is NOAH's sample_configs."),
+))
+
+RECIPES.add(Recipe(
+    name="noah-fewshot-supernet",
+    summary="NOAH's few-shot supernet: its few-shot recipe with AdamW 5e-4 for 300 epochs on the k-shot split",
+    repo=REPO, benchmarks=("fewshot",),
+    protocol=dict(
+        FEWSHOT, **SUPERNET_STAGE,
+        lr=C(5e-4, f"{SUPER_FS} --lr=${{LR}}, :21 LR in 0.0005"),
+        epochs=C(300, f"{SUPER_FS} --epochs=300"),
+        weight_decay=C(1e-4, f"{SUPER_FS} --weight-decay=${{WEIGHT_DECAY}}"),
+    ),
+    methods=METHODS,
+    deviations=(TIMM_VERSION,),
+))
+
+RECIPES.add(Recipe(
+    name="noah-vtab-subnet",
+    summary="NOAH's VTAB-1k rows: the sub-network NOAH released per dataset, retrained with its retrain recipe",
+    repo=REPO, benchmarks=("vtab",),
+    protocol=RECIPES.get("noah-vtab").protocol,
+    methods={**METHODS, **NOAH_VTAB},
+    per_task={f"vtab/{ours}": {"noah.arch": C(f"prompt={p};lora={lo};adapter={a}",
+                                              f"experiments/NOAH/subnet/VTAB/ViT-B_prompt_{theirs}.yaml RETRAIN")}
+              for ours, (theirs, p, lo, a) in SUBNETS.items()},
+    deviations=RECIPES.get("noah-vtab").deviations,
 ))
