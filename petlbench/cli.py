@@ -270,6 +270,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     if not distributed.is_main():  # under torchrun every process returns the record; one line is enough
         return 0
+    if rec.get("stage") == "search":  # a supernet method's search stage (nas.py): its sub-network, no test
+        print(f"{rec['task']} {rec['method']}: searched sub-network {rec['nas']['arch']} ({rec['nas']['params']:,} "
+              f"parameters as counted by the limit), {rec['metrics']['split']} top-1 {rec['value']:.2f}%; record "
+              f"{rec['config_hash']} in {args.store}")
+        return 0
     m = rec.get("metrics", {})
     metric, when = rec.get("metric", "top1"), (f"iteration {m['iter']}" if "iter" in m else f"epoch {m.get('epoch')}")
     print(f"{rec['task']} {rec['method']}: {'top-1' if metric == 'top1' else metric} {rec['value']:.2f}% "

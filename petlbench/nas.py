@@ -82,6 +82,7 @@ def run_pipeline(spec, data_root: str, store, out_dir: str, force: bool = False,
         raise ConfigError(f"override stage={stage!r}: one of {', '.join(STAGES)}")
     search_options = {k[len("search."):]: v for k, v in spec.pipeline.items() if k.startswith("search.")}
     run_over = {k: v for k, v in spec.overrides.items() if k != "stage" and not k.startswith("search.")}
+    _settings(hooks, spec.task.benchmark, search_options)  # a bad search option fails before the supernet trains
     entry = store.get(spec.task.benchmark, spec.config_hash)
     if entry is not None and entry.get("status") == "ok" and stage == "retrain" and not force:
         final = store.get(spec.task.benchmark, entry.get("final_hash", ""))
@@ -118,6 +119,25 @@ def _mark(store, record: dict[str, Any], stage: str) -> None:
         store.append(record)
 
 
+def _settings(hooks: Supernet, benchmark: str, options: dict[str, Any]):
+    """(evolution settings, split or None, normalize or None) from the authors' defaults for `benchmark` under
+    the user's search options; ConfigError naming a bad one."""
+    from .config import build_config
+
+    opts = {**hooks.search_defaults.get(benchmark, {}), **options}
+    split, normalize = opts.pop("split", None), opts.pop("normalize", None)
+    if normalize not in (None, "imagenet", "inception", "model", "none"):
+        raise ConfigError(f"search.normalize={normalize!r}: one of imagenet, inception, model, none")
+    fields = [f.name for f in dataclasses.fields(hooks.settings)] + ["split", "normalize"]
+    for key in opts:
+        if key not in fields:
+            from .registry import did_you_mean
+
+            raise ConfigError(f"search.{key}=...: unknown search option; accepted: "
+                              f"{', '.join('search.' + f for f in fields)}{did_you_mean(key, fields)}")
+    return build_config(hooks.settings, opts, "search options (search.KEY=VALUE)"), split, normalize
+
+
 def search_stage(sup_spec, sup: dict[str, Any], hooks: Supernet, data_root: str, store, out_dir: str,
                  options: dict[str, Any], force: bool = False) -> dict[str, Any]:
     """The evolutionary search over `sup_spec`'s trained supernet (`sup`, its record); its record, from the
@@ -125,16 +145,14 @@ def search_stage(sup_spec, sup: dict[str, Any], hooks: Supernet, data_root: str,
     import torch
 
     from .checkpoint import load_tuned
-    from .config import build_config
     from .engine import EvalSet, evaluate, resolve_device, seed_everything
     from .loaders import input_normalization, load_split
     from .run import base_record, build_model
     from .store import config_hash, data_identity
 
-    opts = {**hooks.search_defaults.get(sup_spec.task.benchmark, {}), **options}
-    split = opts.pop("split", sup_spec.protocol.val_split)
-    normalize = opts.pop("normalize", sup_spec.protocol.normalize)
-    settings = build_config(hooks.settings, opts, "search options (search.KEY=VALUE)")
+    settings, split, normalize = _settings(hooks, sup_spec.task.benchmark, options)
+    split = split or sup_spec.protocol.val_split
+    normalize = normalize or sup_spec.protocol.normalize
     p = dataclasses.replace(sup_spec.protocol, normalize=normalize)
     ident = {"stage": "search", "supernet": sup["config_hash"], "settings": dataclasses.asdict(settings),
              "split": split, "normalize": normalize, "seed": p.seed}
