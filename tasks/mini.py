@@ -251,12 +251,22 @@ def generate(root: str | None = None, seed: int = 0) -> str:
     return root
 
 
+# NOAH's supernet in proportion to the tiny ViT (width 96, 6 blocks): sizes up to 8 (NOAH: 100 on width 768),
+# depths 2 / 4 / 6 (NOAH: 3 / 6 / 9 / 12), and a shorter evolution (NOAH: 20 epochs of a population of 50).
+MINI_NOAH = {"super_prompt": 8, "super_lora": 8, "super_adapter": 8, "prompt_dims": "2,4,8", "lora_dims": "2,4,8",
+             "adapter_dims": "2,4,8", "prompt_depths": "2,4,6", "lora_depths": "2,4,6", "adapter_depths": "2,4,6"}
+MINI_NOAH_SEARCH = {"search.max_epochs": 5, "search.population_num": 20, "search.select_num": 5,
+                    "search.mutation_num": 8, "search.crossover_num": 8, "search.param_limit": 0.01}
+# The searched rows: lr x weight decay on val for two methods, the choice retrained on trainval, tested once.
+SEARCHED = ("bitfit", "linear")
+MINI_SPACE = {"lr": [0.002, 0.02], "weight_decay": [0.0, 0.01]}
+
 for _name, _classes in DATASETS.items():
     TASKS.add(Task(
         name=f"mini/{_name}", benchmark="mini", num_classes=_classes, splits=SPLITS, samples_fn=list_file_samples,
         protocol=PROTOCOL, group="Natural" if _name == "digits" else "Structured",
         # 16 patch tokens: 8 prompts rather than VPT's 50 keep the sequence (and the CPU budget) in proportion.
-        method_defaults={"vpt": {"tokens": 8}},
+        method_defaults={"vpt": {"tokens": 8}, "noah": MINI_NOAH},
         classnames=DIGIT_NAMES if _name == "digits" else (),
         summary="offline mini-benchmark (generated; not VTAB-1k): 400+100 train, 500 test"
                 if _name != "digits" else "offline mini-benchmark: scikit-learn digits, 400+100 train, 1,297 test",
@@ -276,16 +286,26 @@ def mini_plan(quick: bool = False) -> list[tuple[str, str, dict]]:
     """(task, method, overrides) for every run of the mini-benchmark: each method on the shipped pretrained
     backbone and, for the PETL methods, on a randomly initialised one."""
     from petlbench.measure import supporting_methods
+    from petlbench.method import METHODS
 
     extra = {"epochs": 2, "eval_every": 1, "warmup_epochs": 0} if quick else {}
     methods = supporting_methods(PROTOCOL.backbone, img_size=SIZE)  # those with the tiny ViT's sites
     plan = []
     for t in (n for n in TASKS.names() if TASKS.get(n).benchmark == "mini"):
         for m in methods:
+            if METHODS.get(m).supernet is not None:  # its three stages, on the pretrained backbone only
+                plan.append((t, m, {**extra, **MINI_NOAH_SEARCH}))
+                continue
             plan.append((t, m, dict(extra)))
             if m not in BASELINES:
                 plan.append((t, m, {**extra, "weights": "none"}))
     return plan
+
+
+def mini_searches(quick: bool = False) -> list[tuple[str, str, dict]]:
+    """(task, method, overrides) of every search of the mini-benchmark (MINI_SPACE over SEARCHED)."""
+    extra = {"epochs": 2, "eval_every": 1, "warmup_epochs": 0} if quick else {}
+    return [(t, m, dict(extra)) for t in TASKS.names() if TASKS.get(t).benchmark == "mini" for m in SEARCHED]
 
 
 def run_mini(store, out_dir: str, results_dir: str, quick: bool = False, data_root: str | None = None,
@@ -297,6 +317,7 @@ def run_mini(store, out_dir: str, results_dir: str, quick: bool = False, data_ro
 
     from petlbench.report import write_plots, write_tables
     from petlbench.run import execute, resolve
+    from petlbench.search import SearchSpace, run_search
     from petlbench.tables import run_frame
 
     log = logging.getLogger(__name__)
@@ -314,6 +335,18 @@ def run_mini(store, out_dir: str, results_dir: str, quick: bool = False, data_ro
             log.warning("run failed: %s %s: %s", task, method, e)
     if progress:
         progress("mini runs", len(plan), len(plan))
+    searches = mini_searches(quick)
+    for i, (task, method, over) in enumerate(searches):
+        if progress:
+            progress("mini searches", i, len(searches))
+        try:
+            run_search(task, method, {**over, "device": "cpu", "num_workers": 0}, SearchSpace.from_mapping(
+                dict(MINI_SPACE)), root, store.root, out_dir)
+        except (PETLBenchError, RuntimeError) as e:
+            failed.append(f"{task} {method} search: {e}")
+            log.warning("search failed: %s %s: %s", task, method, e)
+    if progress:
+        progress("mini searches", len(searches), len(searches))
     frame = run_frame(r for r in store.records() if r.get("benchmark") == "mini")
     paths = write_tables(frame, results_dir, only=("mini",)) + write_plots(frame, results_dir, only=("mini",))
     if failed:

@@ -61,6 +61,9 @@ def test_quick_driver_writes_table_and_plot(root, tmp_path, monkeypatch):
     full_plan = driver.mini_plan
     monkeypatch.setattr(driver, "mini_plan", lambda quick: [
         (t, m, o) for t, m, o in full_plan(quick) if t == "mini/clevr_count" and m in ("linear", "repadapter")])
+    full_searches = driver.mini_searches
+    monkeypatch.setattr(driver, "mini_searches", lambda quick: [
+        (t, m, o) for t, m, o in full_searches(quick) if t == "mini/clevr_count" and m == "linear"])
     paths, failed = driver.run_mini(ResultStore(str(tmp_path / "s")), str(tmp_path / "o"), str(tmp_path / "r"),
                                     quick=True, data_root=root)
     assert not failed
@@ -69,6 +72,8 @@ def test_quick_driver_writes_table_and_plot(root, tmp_path, monkeypatch):
     quick = "epochs=2, eval_every=1, warmup_epochs=0"
     assert f"| RepAdapter [{quick}] |" in md and f"| RepAdapter [{quick}, random init] |" in md
     assert f"| Linear probing [{quick}] |" in md
+    assert f"| Linear probing [tuned lr, weight_decay, {quick}] |" in md  # the search's final run
+    assert "grid lr=0.002|0.02 weight_decay=0|0.01" in md
     assert os.path.getsize(str(tmp_path / "r" / "mini" / "mini_accuracy_vs_params.png")) > 10_000
     assert any(p.endswith("mini.tex") for p in paths)
 
@@ -80,3 +85,7 @@ def test_plan_runs_every_method_the_tiny_vit_supports_and_no_other():
     planned = {m for _, m, _ in driver.mini_plan()}
     vit = {m for m in petlbench.list_methods() if "vit" in petlbench.get_method(m).families}
     assert planned == vit and "conv_adapter" not in planned  # a ConvNet-only method would only fail here
+    noah = [o for t, m, o in driver.mini_plan() if m == "noah"]
+    assert len(noah) == 4 and all(o.get("weights") != "none" and o["search.max_epochs"] == 5 for o in noah)
+    assert {(t, m) for t, m, _ in driver.mini_searches()} == {(t, m) for t in {t for t, _, _ in driver.mini_plan()}
+                                                            for m in ("bitfit", "linear")}
