@@ -123,6 +123,18 @@ def broadcast_object(obj: Any) -> Any:
     return box[0]
 
 
+def samples_subnetworks(model: torch.nn.Module) -> bool:
+    """Whether a training step uses only part of the model's parameters (a supernet method's supernet draws a
+    sub-network per step: NOAH's runs DDP with find_unused_parameters=True, supernet_train_prompt.py:354)."""
+    info = getattr(model, "petl", None)
+    if info is None:
+        return False
+    from .method import METHODS
+
+    sup = METHODS.get(info.method).supernet if info.method in METHODS else None
+    return sup is not None and (info.method_cfg or {}).get(sup.arch_option) == ""
+
+
 class DataParallel:
     """The model as every rank trains it, and what a step over sharded batches needs, in one place: with a
     process group, `net` is DistributedDataParallel around `model` (it all-reduces only parameters with
@@ -142,7 +154,8 @@ class DataParallel:
         if self.ddp:
             from torch.nn.parallel import DistributedDataParallel
 
-            self.net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+            self.net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
+                                               find_unused_parameters=samples_subnetworks(model))
         self.reduction = "sum" if self.ddp else "mean"  # what `mean_loss` takes
 
     def joins(self, n_local: int) -> bool:

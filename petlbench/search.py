@@ -154,15 +154,37 @@ def choose(trials: list[Trial], keys: tuple[str, ...]) -> Trial:
     return max(pool, key=lambda t: (t.score, -float(t.point["lr"]) if "lr" in keys else 0.0, -order[id(t)]))
 
 
+class _NotInStore(Exception):
+    """A run the store does not hold (a dry search: `finished`)."""
+
+
+def finished(task: str, method: str, overrides: dict[str, Any], space: SearchSpace, store_root: str) -> bool:
+    """Whether the store holds the whole search (every trial it needs and its final run), without running any."""
+    try:
+        run_search(task, method, overrides, space, "", store_root, "", dry=True)
+    except (_NotInStore, PETLBenchError):
+        return False
+    return True
+
+
 def run_search(task: str, method: str, overrides: dict[str, Any], space: SearchSpace, data_root: str,
                store_root: str, out_dir: str, *, retry_failed: bool = False,
-               say: Callable[[str], None] | None = None) -> SearchOutcome:
+               say: Callable[[str], None] | None = None, dry: bool = False) -> SearchOutcome:
     """Run (or finish) the search of `space` for `task` x `method` on top of `overrides`: its trials, the choice
     and the final run; every finished run is taken from the store. Raises ConfigError for a search the task's
-    protocol cannot run (no selection field, an unknown key) before anything trains."""
+    protocol cannot run (no selection field, an unknown key) before anything trains. `dry`: run nothing, raise
+    _NotInStore at the first run the store lacks."""
     from .spec import resolve
     from .store import ResultStore
     from .sweep import run_one
+
+    if dry:
+        def run_one(task, method, over, *_):  # noqa: F811  (the store's answer, or stop)
+            spec = resolve(task, method, over)
+            rec = ResultStore(store_root).get(spec.task.benchmark, spec.config_hash)
+            if rec is None:
+                raise _NotInStore(spec.config_hash)
+            return ("done" if rec.get("status") == "ok" else "failed_before"), rec.get("reason", "")
 
     say = say or (lambda line: None)
     base = resolve(task, method, overrides)
@@ -215,6 +237,8 @@ def run_search(task: str, method: str, overrides: dict[str, Any], space: SearchS
                "trials": [t.row() for t in outcome.trials], "chosen": outcome.chosen,
                "chosen_val_top1": best.score}
     if rec.get("search") != summary:  # (again after a kill between the final record and this line)
+        if dry:
+            raise _NotInStore(rec["config_hash"])
         rec["search"] = summary
         store.append(rec)
     outcome.final = rec

@@ -447,11 +447,14 @@ def _run_searches(runs: list[PlannedRun], space, summary: SweepSummary, data_roo
                   progress: Callable[[str, int, int], None] | None, say: Callable[[str], None]) -> SweepSummary:
     """A sweep with `tune:`: each planned run is the base of one search (search.run_search), run here one after
     another, or one job per search (its trials inline in the job) with submitit."""
-    from .search import search_one
+    from .search import finished, search_one
 
     absent: dict[str, str | None] = {}
     pending = []
     for r in runs:
+        if finished(r.task, r.method, r.overrides, space, store_root):
+            summary.already_done += 1
+            continue
         if r.task not in absent:
             absent[r.task] = data_absent(r.task, data_root)
             if absent[r.task]:

@@ -191,3 +191,15 @@ def test_noahs_released_subnetworks_as_a_recipe():
     assert spec.method.cfg.arch.startswith("prompt=10,5,10,1,5,1,10,1,10,5,1,10;lora=10,1,5,5,1,10,1,1,1,10,1,1")
     assert spec.method.runner(spec.protocol) is None  # a fixed sub-network is a plain run
     assert resolve("vtab/cifar", "noah", {}).method.runner(resolve("vtab/cifar", "noah", {}).protocol) is not None
+
+
+def test_ddp_finds_unused_parameters_only_for_a_supernet():
+    """A supernet step leaves the sizes it did not draw unused: DDP must be told (NOAH: find_unused_parameters)."""
+    import petlbench
+    from petlbench.distributed import samples_subnetworks
+
+    kw = dict(num_classes=3, pretrained=False)
+    assert samples_subnetworks(petlbench.create_model("petlbench_vit_mini", method="noah", method_cfg=SMALL, **kw))
+    fixed = {**SMALL, "arch": "prompt=2,0,0,0,0,0;lora=2,2,0,0,0,0;adapter=0,0,0,0,0,8"}
+    assert not samples_subnetworks(petlbench.create_model("petlbench_vit_mini", method="noah", method_cfg=fixed, **kw))
+    assert not samples_subnetworks(petlbench.create_model("petlbench_vit_mini", method="lora", **kw))

@@ -213,3 +213,18 @@ def test_sweep_tune_errors_name_the_file(tmp_path):
     sweep.write_text("tasks: [mini/digits]\nmethods: [bitfit]\ntune: {lr: [0.1], strategy: best}\n")
     with pytest.raises(ConfigError, match=r"bad.yaml: tune: strategy='best'"):
         run_sweep(str(sweep), None, str(tmp_path / "s"), str(tmp_path / "o"))
+
+
+def test_sweep_tune_through_submitit_local(root, tmp_path):
+    pytest.importorskip("submitit")
+    from petlbench.sweep import run_sweep
+
+    sweep = tmp_path / "tune.yaml"
+    sweep.write_text("tasks: [mini/clevr_count]\nmethods: [linear]\ntune: {lr: [0.002, 0.02]}\n"
+                     "overrides: {epochs: 1, eval_every: 1, warmup_epochs: 0, num_workers: 0, device: cpu}\n")
+    store, opts = str(tmp_path / "store"), {"folder": str(tmp_path / "jobs" / "%j"), "timeout_min": 10}
+    s = run_sweep(str(sweep), root, store, str(tmp_path / "runs"), executor="local", executor_options=opts)
+    assert len(s.submitted) == 1 and s.ran == 1 and not s.failed, s.lines()
+    assert len(_records(store)) == 3  # 2 trials + the final run, made in the job
+    again = run_sweep(str(sweep), root, store, str(tmp_path / "runs"), executor="local", executor_options=opts)
+    assert again.already_done == 1 and not again.submitted  # finished searches are not submitted again
