@@ -463,10 +463,11 @@ class Evolution:
 
 # The three stages (petlbench/nas.py): supernet, this search, the retrain of its choice. NOAH's search scripts
 # pass --max-epochs=15 (configs/NOAH/VTAB/search/slurm_search_vtab.sh:33, configs/NOAH/few-shot/search/
-# slurm_search_few-shot.sh:34) and, for VTAB-1k only, --inception: its candidates are scored with mean = std = 0.5
+# slurm_search_few-shot.sh:34, configs/NOAH/domain-generalization/search/slurm_search_imagenet.sh:34) and, for
+# VTAB-1k only, --inception: its candidates are scored with mean = std = 0.5
 # while the supernet trained (and the retrain trains) with ImageNet's (lib/datasets.py:238-241).
 NOAH.supernet = Supernet(set_arch=set_arch, arch_params=arch_params, search_space=search_space,
                          format_arch=format_arch, evolution=Evolution, settings=EvolutionSettings,
                          search_defaults={"vtab": {"max_epochs": 15, "normalize": "inception"},
-                                          "fewshot": {"max_epochs": 15}})
+                                          "fewshot": {"max_epochs": 15}, "domain": {"max_epochs": 15}})
 NOAH.searched_options = ("arch",)  # each dataset's own found sub-network: a table cell's, not the row's label

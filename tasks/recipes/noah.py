@@ -251,3 +251,19 @@ RECIPES.add(Recipe(
               for ours, (theirs, p, lo, a) in SUBNETS.items()},
     deviations=RECIPES.get("noah-vtab").deviations,
 ))
+
+RECIPES.add(Recipe(
+    name="noah-domain-supernet",
+    summary="NOAH's domain-generalization supernet: its few-shot supernet recipe on 16-shot ImageNet",
+    repo=REPO, benchmarks=("domain",),
+    protocol=dict(
+        FEWSHOT, **SUPERNET_STAGE,
+        lr=C(5e-4, "configs/NOAH/domain-generalization/supernet/slurm_train_imagenet.sh:37 --lr=${LR}, :20 LR in "
+                   "0.0005"),
+        epochs=C(300, "configs/NOAH/domain-generalization/supernet/slurm_train_imagenet.sh:37 --epochs=300"),
+        weight_decay=C(1e-4, "configs/NOAH/domain-generalization/supernet/slurm_train_imagenet.sh:37 "
+                             "--weight-decay=${WEIGHT_DECAY}"),
+    ),
+    methods=METHODS,
+    deviations=(TIMM_VERSION,),
+))
