@@ -454,13 +454,7 @@ def _run_searches(runs: list[PlannedRun], space, summary: SweepSummary, data_roo
     for r in runs:
         if finished(r.task, r.method, r.overrides, space, store_root):
             summary.already_done += 1
-            continue
-        if r.task not in absent:
-            absent[r.task] = data_absent(r.task, data_root)
-            if absent[r.task]:
-                summary.absent.append((r.task, absent[r.task]))
-                say(f"skipping {r.task}: data absent ({absent[r.task]})")
-        if not absent[r.task]:
+        elif _data_present(r.task, data_root, absent, summary, say):
             pending.append(r)
     if executor != "inline":
         return _submit(pending, summary, data_root, store_root, out_dir, retry_failed, executor, opts, say,
@@ -492,14 +486,21 @@ def _pending_runs(runs: list[PlannedRun], store: ResultStore, data_root: str | N
         elif done is not None and not retry_failed:
             summary.failed_before += 1
             continue
-        if r.task not in absent:
-            absent[r.task] = data_absent(r.task, data_root)
-            if absent[r.task]:
-                summary.absent.append((r.task, absent[r.task]))
-                say(f"skipping {r.task}: data absent ({absent[r.task]})")
-        if not absent[r.task]:
+        if _data_present(r.task, data_root, absent, summary, say):
             pending.append(r)
     return pending
+
+
+def _data_present(task: str, data_root: str | None, absent: dict[str, str | None], summary: SweepSummary,
+                  say: Callable[[str], None]) -> bool:
+    """Whether `task`'s data is at `data_root` (asked once per task, `absent` remembering); an absent task is
+    counted in `summary` and said once."""
+    if task not in absent:
+        absent[task] = data_absent(task, data_root)
+        if absent[task]:
+            summary.absent.append((task, absent[task]))
+            say(f"skipping {task}: data absent ({absent[task]})")
+    return not absent[task]
 
 
 def _count(summary: SweepSummary, r: PlannedRun, status: str, reason: str, say: Callable[[str], None]) -> None:

@@ -227,20 +227,6 @@ RECIPES.add(Recipe(
 ))
 
 RECIPES.add(Recipe(
-    name="noah-fewshot-supernet",
-    summary="NOAH's few-shot supernet: its few-shot recipe with AdamW 5e-4 for 300 epochs on the k-shot split",
-    repo=REPO, benchmarks=("fewshot",),
-    protocol=dict(
-        FEWSHOT, **SUPERNET_STAGE,
-        lr=C(5e-4, f"{SUPER_FS} --lr=${{LR}}, :21 LR in 0.0005"),
-        epochs=C(300, f"{SUPER_FS} --epochs=300"),
-        weight_decay=C(1e-4, f"{SUPER_FS} --weight-decay=${{WEIGHT_DECAY}}"),
-    ),
-    methods=METHODS,
-    deviations=(TIMM_VERSION,),
-))
-
-RECIPES.add(Recipe(
     name="noah-vtab-subnet",
     summary="NOAH's VTAB-1k rows: the sub-network NOAH released per dataset, retrained with its retrain recipe",
     repo=REPO, benchmarks=("vtab",),
@@ -252,18 +238,22 @@ RECIPES.add(Recipe(
     deviations=RECIPES.get("noah-vtab").deviations,
 ))
 
-RECIPES.add(Recipe(
-    name="noah-domain-supernet",
-    summary="NOAH's domain-generalization supernet: its few-shot supernet recipe on 16-shot ImageNet",
-    repo=REPO, benchmarks=("domain",),
-    protocol=dict(
-        FEWSHOT, **SUPERNET_STAGE,
-        lr=C(5e-4, "configs/NOAH/domain-generalization/supernet/slurm_train_imagenet.sh:37 --lr=${LR}, :20 LR in "
-                   "0.0005"),
-        epochs=C(300, "configs/NOAH/domain-generalization/supernet/slurm_train_imagenet.sh:37 --epochs=300"),
-        weight_decay=C(1e-4, "configs/NOAH/domain-generalization/supernet/slurm_train_imagenet.sh:37 "
-                             "--weight-decay=${WEIGHT_DECAY}"),
-    ),
-    methods=METHODS,
-    deviations=(TIMM_VERSION,),
-))
+
+def _fewshot_supernet(name: str, benchmark: str, script: str, lr_line: int, summary: str) -> Recipe:
+    """The few-shot-recipe supernet of NOAH's few-shot and domain-generalization scripts (`script`:line passes
+    --lr=${LR} --epochs=300 --weight-decay=${WEIGHT_DECAY}; LR in 0.0005 at :`lr_line`)."""
+    return Recipe(
+        name=name, summary=summary, repo=REPO, benchmarks=(benchmark,),
+        protocol=dict(FEWSHOT, **SUPERNET_STAGE,
+                      lr=C(5e-4, f"{script} --lr=${{LR}}, :{lr_line} LR in 0.0005"),
+                      epochs=C(300, f"{script} --epochs=300"),
+                      weight_decay=C(1e-4, f"{script} --weight-decay=${{WEIGHT_DECAY}}")),
+        methods=METHODS, deviations=(TIMM_VERSION,))
+
+
+RECIPES.add(_fewshot_supernet(
+    "noah-fewshot-supernet", "fewshot", SUPER_FS, 21,
+    "NOAH's few-shot supernet: its few-shot recipe with AdamW 5e-4 for 300 epochs on the k-shot split"))
+RECIPES.add(_fewshot_supernet(
+    "noah-domain-supernet", "domain", "configs/NOAH/domain-generalization/supernet/slurm_train_imagenet.sh:37", 20,
+    "NOAH's domain-generalization supernet: its few-shot supernet recipe on 16-shot ImageNet"))
