@@ -324,6 +324,9 @@ class PETLMethod:
     supernet: ClassVar[Any] = None
     # Options a search chooses per dataset (NOAH's `arch`): not part of a table row's label.
     searched_options: ClassVar[tuple[str, ...]] = ()
+    # Protocol fields the method itself sets, over the task's and the recipe's, under the user's overrides
+    # (zero-shot CLIP: head_init=zeroshot).
+    protocol: ClassVar[dict[str, Any]] = {}
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

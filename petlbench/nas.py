@@ -163,7 +163,7 @@ def search_stage(sup_spec, sup: dict[str, Any], hooks: Supernet, data_root: str,
     task, ex = sup_spec.task, sup_spec.execution
     device = resolve_device(ex.device)
     seed_everything(p.seed)
-    model = build_model(sup_spec)
+    model = build_model(sup_spec, data_root)
     load_tuned(model, os.path.join(out_dir, sup["tuned_file"]))
     model.to(device).eval()
     samples = task.samples(data_root, split)

@@ -72,7 +72,9 @@ def versions() -> dict[str, str]:
             "python": platform.python_version(), "git": _git_commit()}
 
 
-def build_model(spec: RunSpec):
+def build_model(spec: RunSpec, data_root: str | None = None):
+    """The run's model: backbone, weights, method, head (a zero-shot head from the task's class names, read from
+    the data at `data_root` where the data names them)."""
     p = spec.protocol
     name, pretrained = resolve_weights(p.backbone, p.weights)
     extra: dict[str, Any] = {}
@@ -80,9 +82,15 @@ def build_model(spec: RunSpec):
         if not p.backbone.startswith("openclip:"):
             raise ConfigError(f"head_init=zeroshot needs an open_clip backbone (backbone=openclip:ViT-B-16 ...), "
                               f"not {p.backbone!r}")
-        if not spec.task.classnames:
+        names = spec.task.class_names(data_root)
+        if not names:
             raise ConfigError(f"head_init=zeroshot: task {spec.task.name!r} has no class names (Task.classnames)")
-        extra["zero_shot_classnames"] = list(spec.task.classnames)
+        extra["zero_shot_classnames"] = list(names)
+        if p.head_templates:
+            if p.head_templates not in spec.task.templates:
+                raise ConfigError(f"head_templates={p.head_templates!r}: task {spec.task.name!r} has the template "
+                                  f"sets {', '.join(spec.task.templates) or 'none'}")
+            extra["zero_shot_templates"] = tuple(spec.task.templates[p.head_templates])
     more = benchmark_of(spec.task).model_kwargs
     if more is not None:  # the family's backbone arguments (video: frames per clip)
         extra.update(more(spec.task, p))
@@ -127,7 +135,7 @@ def execute(spec: RunSpec, data_root: str, store: ResultStore, out_dir: str, for
         check_writable(run_dir, "output folder")
     # Per-rank seeds, so ranks draw different dropout masks; rank 0's model is the one trained (DDP copies it).
     seed_everything(p.seed + distributed.rank())
-    model = build_model(spec)
+    model = build_model(spec, data_root)
     norm = input_normalization(p, model)
     train_batches, train_bad = load_split(task, data_root, train_split, p, ex, True, device, train_samples)
     select_batches, select_bad = load_split(task, data_root, select_split, p, ex, False, device, select_samples)

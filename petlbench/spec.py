@@ -208,6 +208,9 @@ def resolve(task_name: str, method: str, overrides: dict[str, Any] | None = None
             recipe is None or "normalize" not in recipe.protocol_cited(method, task.name)):
         values["normalize"] = "model"  # CLIP's own mean/std, from open_clip's pretrained config
         sources["normalize"] = "open_clip backbone: the weights' own mean/std"
+    own_proto = {k: v for k, v in cls.protocol.items() if k in proto_keys}  # what the method itself requires
+    values.update(own_proto)
+    sources.update({k: f"method {method}" for k in own_proto})
     values.update(proto)
     sources.update({k: "override" for k in proto})
     protocol = build_config(proto_cls, values, f"task {task.name!r} protocol")

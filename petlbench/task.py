@@ -121,6 +121,9 @@ class ClassificationProtocol(Protocol):
     # The head's start: "random" (a new linear head), or "zeroshot" (open_clip backbones: the text embeddings of
     # the task's class names, i.e. CLIP's zero-shot classifier, as CLIP users start from it).
     head_init: Literal["random", "zeroshot"] = added_later("random")
+    # The zero-shot head's prompts: "" for CLIP's "a photo of a {}.", else the name of one of the task's
+    # template sets (`Task.templates`: e.g. CoOp's hand-crafted prompt of the dataset, CLIP's 80-template ensemble)
+    head_templates: str = added_later("")
 
     def summary(self) -> str:
         return (f"{self.optimizer} lr {self.lr:g} wd {self.weight_decay:g}, batch {self.batch_size}, {self.epochs} ep "
@@ -185,8 +188,20 @@ class Task:
     eval_targets: tuple[str, ...] = ()  # eval-only tasks scored with this task's trained model, where present
     on_bad_default: OnBad = "fail"
     classnames: tuple[str, ...] = ()  # for a zero-shot head ("a photo of a {}."); empty when not known
+    # Class names that come with the data (a split file names them), read as (task, data_root) -> names when
+    # `classnames` is empty.
+    classnames_fn: Callable[[Task, str], tuple[str, ...]] | None = None
+    # Named prompt template sets for a zero-shot head (`head_templates=NAME`), each a tuple of "{}" templates.
+    templates: dict[str, tuple[str, ...]] = field(default_factory=dict)
     # The recipe a run of this task uses unless `recipe=NAME` says otherwise (petlbench/recipe.py); "" = none.
     recipe: str = ""
+
+    def class_names(self, data_root: str | None = None) -> tuple[str, ...]:
+        """The class names: `classnames`, else those the data at `data_root` names (`classnames_fn`); () when
+        neither is known."""
+        if self.classnames or self.classnames_fn is None or data_root is None:
+            return self.classnames
+        return tuple(self.classnames_fn(self, data_root))
 
     def samples(self, data_root: str, split: str) -> list[Sample]:
         if split not in self.splits:
