@@ -7,9 +7,11 @@ and the step itself (with fp16's grad scaler).
 
 Schedules: "per_step" (linear warm-up, then cosine to min_lr, at every optimizer step), "per_epoch" (that curve
 at the epoch index, held for the epoch: VPT), "timm_epoch" / "timm_next_epoch" (timm's CosineLRScheduler stepped
-with step(epoch) / step(epoch + 1) after each epoch: RepAdapter and NOAH / timm's train.py). The timm curves are
-read from timm's own scheduler once (`epoch_lrs`), so the loop sets an epoch's lr the same way for every
-epoch-wise schedule; cooldown epochs train at min_lr.
+with step(epoch) / step(epoch + 1) after each epoch: RepAdapter and NOAH / timm's train.py), "dassl_cosine" (Dassl's
+ConstantWarmupScheduler over torch's CosineAnnealingLR(T_max=epochs, eta_min=min_lr), stepped after each epoch:
+CoOp and the CLIP methods built on Dassl: warmup_epochs at warmup_lr, then the cosine from lr). The timm and
+torch curves are read from the schedulers themselves once (`epoch_lrs`), so the loop sets an epoch's lr the same
+way for every epoch-wise schedule; cooldown epochs train at min_lr.
 """
 from __future__ import annotations
 
@@ -21,7 +23,7 @@ import torch.nn as nn
 
 from .errors import PETLBenchError
 
-SCHEDULES = ("per_step", "per_epoch", "timm_epoch", "timm_next_epoch")
+SCHEDULES = ("per_step", "per_epoch", "timm_epoch", "timm_next_epoch", "dassl_cosine")
 
 
 def build_optimizer(model: nn.Module, optimizer: str, lr: float, weight_decay: float, momentum: float = 0.9,
@@ -84,12 +86,29 @@ def epoch_lrs(epochs: int, lr: float, warmup_epochs: int, warmup_lr: float, min_
     if schedule in ("per_step", "per_epoch"):
         curve = lr_schedule(epochs, warmup_epochs, lr, warmup_lr, min_lr)
         return [curve[e] if e < epochs else min_lr for e in range(total)]
+    if schedule == "dassl_cosine":
+        return _dassl_epoch_lrs(epochs, lr, warmup_epochs, warmup_lr, min_lr) + [min_lr] * cooldown_epochs
     opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=lr)
     sched = epoch_scheduler(opt, epochs, warmup_epochs, warmup_lr, min_lr)
     out = []
     for epoch in range(total):
         out.append(opt.param_groups[0]["lr"])
         sched.step(epoch + 1 if schedule == "timm_next_epoch" else epoch)
+    return out
+
+
+def _dassl_epoch_lrs(epochs: int, lr: float, warmup_epochs: int, cons_lr: float, eta_min: float) -> list[float]:
+    """Dassl's build_lr_scheduler("cosine", WARMUP_TYPE "constant", WARMUP_RECOUNT True: dassl/optim/
+    lr_scheduler.py:109-123): the first `warmup_epochs` epochs at `cons_lr`, then torch's CosineAnnealingLR(T_max=
+    epochs) from `lr`, first stepped when the warm-up is over (_BaseWarmupScheduler.step, :21-26); the trainer
+    steps the scheduler after every epoch."""
+    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=lr)
+    cosine = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=float(epochs), eta_min=eta_min)
+    out = []
+    for epoch in range(epochs):
+        out.append(cons_lr if epoch < warmup_epochs else opt.param_groups[0]["lr"])
+        if epoch >= warmup_epochs:
+            cosine.step()
     return out
 
 

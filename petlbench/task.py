@@ -87,8 +87,10 @@ class ClassificationProtocol(Protocol):
     # formula at the epoch index, held for the epoch (VPT's WarmupCosineSchedule stepped once per epoch);
     # "timm_epoch": timm's CosineLRScheduler(t_initial=epochs, warmup_t=warmup_epochs, lr_min=min_lr,
     # warmup_lr_init=warmup_lr) stepped with step(epoch) after each epoch (RepAdapter's and NOAH's scripts);
-    # "timm_next_epoch": the same scheduler stepped with step(epoch + 1) (timm's train.py: SSF).
-    schedule: Literal["per_step", "per_epoch", "timm_epoch", "timm_next_epoch"] = added_later("per_step")
+    # "timm_next_epoch": the same scheduler stepped with step(epoch + 1) (timm's train.py: SSF); "dassl_cosine":
+    # Dassl's constant warm-up at warmup_lr, then torch's cosine from lr to min_lr (CoOp, optim.py).
+    schedule: Literal["per_step", "per_epoch", "timm_epoch", "timm_next_epoch", "dassl_cosine"] = added_later(
+        "per_step")
     # Epochs trained after the schedule's `epochs`, at min_lr (timm's cooldown: SSF trains 100 + 10).
     cooldown_epochs: int = added_later(0)
     # Weight decay on: "all" trainable tensors (RepAdapter: AdamW(trainable, ...)); "timm": timm's
