@@ -27,7 +27,8 @@ def loader_workers(ex: Execution) -> int:
 
 
 def augmented(p: ClassificationProtocol) -> bool:
-    return bool(p.randaugment) or p.mixup > 0 or p.cutmix > 0 or p.random_erasing > 0
+    return (bool(p.randaugment) or p.mixup > 0 or p.cutmix > 0 or p.random_erasing > 0
+            or getattr(p, "augment", "") == "crop_flip")
 
 
 def posterize_keep_bits(img, bits: int, **_):
@@ -49,7 +50,8 @@ def train_transform(p: ClassificationProtocol) -> Callable:
 
     augment="timm": timm's create_transform(is_training=True) with the protocol's input size, scale and ratio
     defaults, hflip, color_jitter, auto_augment, interpolation (the authors' call), in its uint8 form
-    (use_prefetcher=True). augment="petlbench": RandomResizedCrop + flip + RandAugment."""
+    (use_prefetcher=True). augment="petlbench": RandomResizedCrop + flip + RandAugment; "crop_flip": the first
+    two alone (a randaugment spec is not applied)."""
     from torchvision import transforms as T
 
     if p.augment == "timm":
@@ -64,7 +66,7 @@ def train_transform(p: ClassificationProtocol) -> Callable:
 
     mode = T.InterpolationMode(p.interpolation)
     ops = [T.RandomResizedCrop(p.img_size, interpolation=mode), T.RandomHorizontalFlip()]
-    if p.randaugment:
+    if p.randaugment and p.augment != "crop_flip":
         ra = rand_augment_transform(p.randaugment, {"translate_const": int(p.img_size * 0.45),
                                                     "img_mean": (124, 116, 104)})
         ops.append(_keep_posterize_bits(ra))

@@ -210,7 +210,7 @@ SELECTION_TEXT = {
     "clean": "clean: epoch selected on {p.val_split}, test evaluated once",
     "trial": "trial: trained on {p.clean_train_split}, scored by the last evaluation on {p.val_split}; the test "
              "split is not read",
-    "final": "final: trained on {p.train_split} with searched settings, test evaluated once after the last epoch",
+    "final": "final: trained on {p.train_split}, test evaluated once after the last epoch",
 }
 LAST_ONLY = 1 << 30  # an evaluation cadence no run reaches: the engine evaluates after the last epoch only
 

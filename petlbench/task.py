@@ -100,7 +100,9 @@ class ClassificationProtocol(Protocol):
     # Training augmentation when any is asked for: "petlbench": RandomResizedCrop + flip + RandAugment + erasing
     # on uint8; "timm": timm's create_transform(is_training=True, ...) with the fields below, erasing after
     # normalisation on the device (timm's prefetcher path).
-    augment: Literal["petlbench", "timm"] = added_later("petlbench")
+    # "crop_flip": RandomResizedCrop (scale 0.08-1, ratio 3/4-4/3) + horizontal flip and nothing else, always on
+    # (Dassl's "random_resized_crop", "random_flip": CoOp and the CLIP methods built on Dassl).
+    augment: Literal["petlbench", "timm", "crop_flip"] = added_later("petlbench")
     color_jitter: float = added_later(0.0)  # timm create_transform color_jitter (ignored with randaugment)
     re_mode: str = added_later("pixel")  # timm RandomErasing mode ("pixel": per-pixel N(0, 1), normalised space)
     re_count: int = added_later(1)  # timm RandomErasing max_count

@@ -1,7 +1,8 @@
-"""schedule=dassl_cosine equals Dassl's scheduler as CoOp trains with it (KaiyangZhou/Dassl.pytorch at 27eb2f4,
-dassl/optim/lr_scheduler.py; CoOp configs/trainers/CoOp/vit_b16.yaml: cosine, WARMUP_EPOCH 1, WARMUP_TYPE
-constant, WARMUP_CONS_LR 1e-5), transcribed here and stepped as Dassl's trainer steps it: once after every epoch
-(dassl/engine/trainer.py after_epoch -> update_lr)."""
+"""The Dassl pieces of CoOp's protocol. schedule=dassl_cosine equals Dassl's scheduler as CoOp trains with it
+(KaiyangZhou/Dassl.pytorch at 27eb2f4, dassl/optim/lr_scheduler.py; CoOp configs/trainers/CoOp/vit_b16.yaml:
+cosine, WARMUP_EPOCH 1, WARMUP_TYPE constant, WARMUP_CONS_LR 1e-5), transcribed here and stepped as Dassl's
+trainer steps it: once after every epoch (dassl/engine/trainer.py after_epoch -> update_lr); augment=crop_flip is
+its "random_resized_crop" + "random_flip"."""
 from __future__ import annotations
 
 import math
@@ -63,3 +64,23 @@ def test_dassl_cosine_through_the_recipe():
     r = OptimRecipe(epochs=4, lr=0.01, weight_decay=5e-4, optimizer="sgd", schedule="dassl_cosine", warmup_epochs=1,
                     warmup_lr=1e-5, min_lr=0.0, cooldown_epochs=1)
     assert r.epoch_lrs() == pytest.approx([1e-5, 0.01, 0.01 * (1 + 2 ** -0.5) / 2, 0.005, 0.0])
+
+
+def test_crop_flip_is_dassls_random_resized_crop_and_flip():
+    """augment=crop_flip: Dassl's "random_resized_crop" (torchvision RandomResizedCrop, INPUT.RRCROP_SCALE
+    (0.08, 1.0), the config's interpolation) and "random_flip" (RandomHorizontalFlip), always on, nothing else."""
+    import dataclasses
+
+    from torchvision import transforms as T
+
+    from petlbench.loaders import augmented, train_transform
+    from petlbench.task import ClassificationProtocol
+
+    p = dataclasses.replace(ClassificationProtocol(), augment="crop_flip", img_size=32, interpolation="bicubic")
+    assert augmented(p) and not augmented(dataclasses.replace(p, augment="petlbench"))
+    ops = train_transform(p).transforms
+    assert [type(o) for o in ops] == [T.RandomResizedCrop, T.RandomHorizontalFlip, T.PILToTensor]
+    assert ops[0].scale == (0.08, 1.0) and ops[0].size == (32, 32)
+    assert ops[0].interpolation == T.InterpolationMode.BICUBIC and ops[1].p == 0.5
+    with_ra = dataclasses.replace(p, randaugment="rand-m9-mstd0.5-inc1")  # crop_flip never adds RandAugment
+    assert [type(o) for o in train_transform(with_ra).transforms] == [type(o) for o in ops]
