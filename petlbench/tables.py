@@ -289,11 +289,16 @@ def _delta(ours: Row, pub: Row, label: str) -> Row:
 
 def selection_note(ok) -> list[str]:
     sel = sorted(set(ok["selection"].dropna())) if not ok.empty else []
+    final = ok[ok["selection"] == "final"] if "final" in sel else ok.iloc[:0]
+    if "final" in sel and not ("tuned" in final and final["tuned"].astype(bool).all()):
+        sel[sel.index("final")] = "final_plain"  # (not only searched rows: the plain wording)
     notes = {"reproduction": "reproduction: best of the periodic test evaluations (as the published VTAB-1k "
                              "tables; test data selects the epoch)",
              "clean": "clean: epoch selected on the validation split, test evaluated once",
              "final": "final (searched rows): settings chosen on the validation split, retrained on the training "
-                      "split, test evaluated once after the last epoch"}
+                      "split, test evaluated once after the last epoch",
+             "final_plain": "final: the last epoch's model, test evaluated once (searched rows: settings chosen on "
+                            "the validation split, retrained on the training split)"}
     return [f"Selection: {'; '.join(notes.get(s, s) for s in sel)}."] if sel else []
 
 

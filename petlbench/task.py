@@ -130,9 +130,10 @@ class ClassificationProtocol(Protocol):
     head_templates: str = added_later("")
 
     def summary(self) -> str:
+        aug = ("crop + flip" if self.augment == "crop_flip" else "aug " + self.randaugment if self.randaugment
+               else "no aug")
         return (f"{self.optimizer} lr {self.lr:g} wd {self.weight_decay:g}, batch {self.batch_size}, {self.epochs} ep "
-                f"({self.warmup_epochs} warm-up), {self.img_size}px {self.interpolation}, "
-                f"{'aug ' + self.randaugment if self.randaugment else 'no aug'}, {self.selection}")
+                f"({self.warmup_epochs} warm-up), {self.img_size}px {self.interpolation}, {aug}, {self.selection}")
 
     def splits_read(self) -> tuple[str, ...]:
         """reproduction: the train split and the test split (selected on); clean: the clean train split, the val

@@ -46,6 +46,7 @@ RECIPES.add(Recipe(
             "batch 32, random resized crop + flip, the last epoch tested once",
     repo=REPO, benchmarks=("coop",),
     protocol=PROTOCOL,
+    per_task={"coop/imagenet": {"epochs": C(50, "COOP.md:13 for ImageNet, *_ep50.yaml for all settings")}},
     deviations=(
         "Precision: CoOp trains in fp16 (train.py:94 TRAINER.COOP.PREC 'fp16', trainers/coop.py:229); petlbench "
         "trains in fp32 unless amp=fp16 is given (a run with amp=fp16 is labelled so).",
