@@ -102,3 +102,29 @@ def test_class_names_from_the_data(root, monkeypatch):
 def test_zero_shot_is_for_clip_backbones_only(root):
     with pytest.raises(ConfigError, match="head_init=zeroshot needs an open_clip backbone"):
         build_model(resolve("mini/digits", "zeroshot", {"device": "cpu"}), root)
+
+
+def test_zero_shot_on_a_coop_task_uses_the_datasets_prompt(tmp_path):
+    """coop/eurosat in CoOp's layout: the recipe's zero-shot row uses CoOp's EuroSAT prompt (trainers/zsclip.py:
+    42-43), class names as CoOp writes them ('_' -> ' '), and the run evaluates CoOp's test split once."""
+    import open_clip
+    from PIL import Image
+    from test_coop_data import write_json_dataset
+
+    src = str(tmp_path / "_image.jpg")
+    Image.new("RGB", (8, 8), (120, 40, 90)).save(src)
+    write_json_dataset(str(tmp_path), "eurosat", src)
+    spec = resolve("coop/eurosat", "zeroshot", {**RUN, "img_size": 32})
+    task = spec.task
+    assert spec.protocol.head_templates == "coop" and task.templates["coop"] == ("a centered satellite photo of {}.",)
+    torch.manual_seed(spec.protocol.seed)
+    clip = open_clip.create_model("ViT-B-16", pretrained=None, **OPENCLIP_TINY).eval()
+    torch.manual_seed(spec.protocol.seed)
+    model = build_model(spec, str(tmp_path))
+    names = task.class_names(str(tmp_path))
+    assert "Annual Crop Land" in names and all("_" not in n for n in names)
+    want = backbones.zero_shot_weights(clip, open_clip.get_tokenizer("ViT-B-16"), names,
+                                       ("a centered satellite photo of {}.",))
+    assert torch.allclose(model.head.weight, want, atol=1e-5)
+    rec = execute(spec, str(tmp_path), ResultStore(str(tmp_path / "store")), str(tmp_path / "runs"))
+    assert rec["status"] == "ok" and set(rec["data"]["splits"]) == {"test"} and rec["protocol"]["recipe"] == "coop"

@@ -46,6 +46,9 @@ RECIPES.add(Recipe(
             "batch 32, random resized crop + flip, the last epoch tested once",
     repo=REPO, benchmarks=("coop",),
     protocol=PROTOCOL,
+    # the baseline row: zero-shot CLIP with the dataset's hand-crafted prompt (CoOp's ZeroshotCLIP trainer)
+    method_protocol={"zeroshot": {"head_templates": C("coop", "trainers/zsclip.py:42-43 CUSTOM_TEMPLATES[dataset]"
+                                                              ".format(classname with '_' -> ' ')")}},
     per_task={"coop/imagenet": {"epochs": C(50, "COOP.md:13 for ImageNet, *_ep50.yaml for all settings")}},
     deviations=(
         "Precision: CoOp trains in fp16 (train.py:94 TRAINER.COOP.PREC 'fp16', trainers/coop.py:229); petlbench "
