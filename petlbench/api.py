@@ -7,7 +7,7 @@ from typing import Any
 
 import torch.nn as nn
 
-from .backbones import create_backbone, head_parameters
+from .backbones import OPENCLIP, create_backbone, head_parameters
 from .config import build_config, config_to_dict
 from .errors import ConfigError, MergeError, PETLBenchError
 from .method import METHODS, PETLInfo, PETLMethod, Wrapper
@@ -36,9 +36,12 @@ def create_model(
 ) -> nn.Module:
     """A timm backbone with `method` applied: the method's sites wrapped, everything frozen except the method's
     `trainable_parameters` and the new `num_classes` head; ConfigError for a family the method does not support.
-    The result is the timm model itself (same class, same `forward`), carrying a `PETLInfo` as `model.petl`."""
+    The result is the timm model itself (same class, same `forward`), carrying a `PETLInfo` as `model.petl`. An
+    open_clip backbone keeps its text tower (`model.text`) for a method with `needs_text`."""
     m = get_method(method, method_cfg)  # fail on a bad method or config before building a large model
-    model = create_backbone(backbone, num_classes=num_classes, pretrained=pretrained, **backbone_kwargs)
+    # (the text tower follows from the method, so it is not one of the backbone kwargs a tuned file records)
+    text = {"keep_text": True} if m.needs_text and backbone.startswith(OPENCLIP) else {}
+    model = create_backbone(backbone, num_classes=num_classes, pretrained=pretrained, **{**backbone_kwargs, **text})
     return apply_method(model, m, backbone=backbone, num_classes=num_classes, backbone_kwargs=backbone_kwargs)
 
 

@@ -206,16 +206,59 @@ class CLIPClassifier(nn.Module):
         return self.head
 
 
+class CLIPTextTower(nn.Module):
+    """open_clip CLIP's text tower, kept on a `CLIPClassifier` as `model.text` (`create_openclip(keep_text=True)`)
+    for methods that learn prompts (CoOp): token_embedding, positional_embedding, transformer, ln_final,
+    text_projection, attn_mask and logit_scale, the modules and tensors of `open_clip.model.CLIP` themselves.
+
+    `forward(embeddings, tokens)` encodes prompts given as *token embeddings* (n, context_length, width), with
+    `tokens` the tokenized prompts they stand for, which say where each prompt's EOT token is (the highest id,
+    CLIP's pooling): `forward(token_embedding(tokens), tokens) == CLIP.encode_text(tokens)`."""
+
+    def __init__(self, clip: nn.Module):
+        super().__init__()
+        if not hasattr(clip, "token_embedding") or getattr(clip, "text_pool_type", "argmax") != "argmax":
+            raise PETLBenchError(f"{type(clip).__name__}: the text tower is kept for open_clip's CLIP text "
+                                 "transformer with EOT (argmax) pooling only")
+        if getattr(clip, "logit_bias", None) is not None:
+            raise PETLBenchError("the text tower is kept for CLIP's softmax logits only (this model has a logit bias)")
+        self.token_embedding = clip.token_embedding
+        self.positional_embedding = clip.positional_embedding
+        self.transformer = clip.transformer
+        self.ln_final = clip.ln_final
+        self.text_projection = clip.text_projection  # a Parameter, an nn.Linear or None, as open_clip has it
+        self.register_buffer("attn_mask", clip.attn_mask, persistent=False)
+        self.logit_scale = clip.logit_scale
+
+    def forward(self, embeddings: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        cast = self.transformer.get_cast_dtype()
+        x = embeddings.to(cast) + self.positional_embedding.to(cast)
+        batch_first = getattr(self.transformer, "batch_first", False)  # older open_clip runs the stack as LND
+        x = self.transformer(x if batch_first else x.permute(1, 0, 2), attn_mask=self.attn_mask)
+        x = self.ln_final(x if batch_first else x.permute(1, 0, 2))
+        x = x[torch.arange(x.shape[0], device=x.device), tokens.argmax(dim=-1)]  # the EOT token's feature
+        if isinstance(self.text_projection, nn.Linear):
+            return self.text_projection(x)
+        return x if self.text_projection is None else x @ self.text_projection
+
+    def encode_text(self, tokens: torch.Tensor) -> torch.Tensor:
+        """CLIP's text embedding of tokenized prompts (open_clip's `encode_text`)."""
+        return self(self.token_embedding(tokens), tokens)
+
+
 def create_openclip(arch: str, num_classes: int, pretrained: bool | str = False, normalize: bool = True,
                     zero_shot_classnames: list[str] | tuple[str, ...] | None = None,
-                    zero_shot_templates: tuple[str, ...] = ("a photo of a {}.",), **model_kwargs: Any) -> nn.Module:
+                    zero_shot_templates: tuple[str, ...] = ("a photo of a {}.",), keep_text: bool = False,
+                    **model_kwargs: Any) -> nn.Module:
     """`CLIPClassifier` around open_clip's vision tower of `arch`.
 
     `pretrained`: False (random), an open_clip tag ("openai", "laion2b_s34b_b88k", ...; from open_clip's cache
     or hub) or a local checkpoint file. `zero_shot_classnames`: initialise the head from the text embeddings of
-    the class names (averaged over `zero_shot_templates`, open_clip's tokenizer) times CLIP's logit scale; the
-    text tower is dropped afterwards. Other keyword arguments go to `open_clip.create_model` (e.g. a smaller
-    `vision_cfg` for tests)."""
+    the class names (averaged over `zero_shot_templates`, open_clip's tokenizer) times CLIP's logit scale. The
+    text tower is dropped, unless `keep_text`: then the model also holds it as `model.text` (`CLIPTextTower`,
+    frozen by the core like the vision tower), open_clip's tokenizer of `arch` as `model.tokenizer`, and the
+    class names, when given, as `model.classnames` (what `PETLMethod.needs_text` methods build on). Other
+    keyword arguments go to `open_clip.create_model` (e.g. a smaller `vision_cfg` for tests)."""
     open_clip = _open_clip()
     check_backbone(OPENCLIP + arch)
     if pretrained is True:
@@ -254,6 +297,11 @@ def create_openclip(arch: str, num_classes: int, pretrained: bool | str = False,
             model.head.weight.copy_(zero_shot_weights(clip, open_clip.get_tokenizer(arch), zero_shot_classnames,
                                                       zero_shot_templates))
             model.head.bias.zero_()
+    if keep_text:
+        model.text = CLIPTextTower(clip)
+        model.tokenizer = open_clip.get_tokenizer(arch)
+        if zero_shot_classnames is not None:
+            model.classnames = tuple(zero_shot_classnames)
     return model
 
 
@@ -292,5 +340,5 @@ def head_parameters(model: nn.Module) -> list[nn.Parameter]:
     return list(head.parameters()) if isinstance(head, nn.Module) else []
 
 
-__all__ = ["CLIPClassifier", "check_backbone", "create_backbone", "create_openclip", "head_parameters",
-           "input_normalization"]
+__all__ = ["CLIPClassifier", "CLIPTextTower", "check_backbone", "create_backbone", "create_openclip",
+           "head_parameters", "input_normalization"]

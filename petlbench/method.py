@@ -315,6 +315,7 @@ class PETLMethod:
     only_families: ClassVar[tuple[str, ...] | None] = None
     mergeable: ClassVar[bool] = True
     feeds_head: ClassVar[bool] = False
+    needs_text: ClassVar[bool] = False  # open_clip backbones are built with their text tower kept (model.text: CoOp)
     paper: ClassVar[str] = ""
     display_name: ClassVar[str] = ""
     variants: ClassVar[dict[str, tuple[dict[str, Any], str]]] = {}

@@ -99,9 +99,9 @@ def epoch_lrs(epochs: int, lr: float, warmup_epochs: int, warmup_lr: float, min_
 
 def _dassl_epoch_lrs(epochs: int, lr: float, warmup_epochs: int, cons_lr: float, eta_min: float) -> list[float]:
     """Dassl's build_lr_scheduler("cosine", WARMUP_TYPE "constant", WARMUP_RECOUNT True: dassl/optim/
-    lr_scheduler.py:109-123): the first `warmup_epochs` epochs at `cons_lr`, then torch's CosineAnnealingLR(T_max=
-    epochs) from `lr`, first stepped when the warm-up is over (_BaseWarmupScheduler.step, :21-26); the trainer
-    steps the scheduler after every epoch."""
+    lr_scheduler.py@27eb2f4:103-115): the first `warmup_epochs` epochs at `cons_lr`, then torch's
+    CosineAnnealingLR(T_max=epochs) from `lr`, first stepped when the warm-up is over (_BaseWarmupScheduler.step,
+    :21-26); the trainer steps the scheduler after every epoch."""
     opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=lr)
     cosine = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=float(epochs), eta_min=eta_min)
     out = []

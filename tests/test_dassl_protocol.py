@@ -28,7 +28,7 @@ class BaseWarmup(_LRScheduler):  # lr_scheduler.py:10-26
             super().step(epoch)  # :25-26
 
 
-class ConstantWarmup(BaseWarmup):  # lr_scheduler.py:29-40
+class ConstantWarmup(BaseWarmup):  # lr_scheduler.py:29-39
     def __init__(self, optimizer, successor, warmup_epoch, cons_lr, last_epoch=-1):
         self.cons_lr = cons_lr
         super().__init__(optimizer, successor, warmup_epoch, last_epoch)
@@ -41,8 +41,8 @@ class ConstantWarmup(BaseWarmup):  # lr_scheduler.py:29-40
 
 def dassl_lrs(epochs, lr, warmup, cons_lr):
     opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=lr)
-    cosine = torch.optim.lr_scheduler.CosineAnnealingLR(opt, float(epochs))  # :98-101 (eta_min 0)
-    sched = ConstantWarmup(opt, cosine, warmup, cons_lr)  # :113-116 (WARMUP_RECOUNT True: no last_epoch shift)
+    cosine = torch.optim.lr_scheduler.CosineAnnealingLR(opt, float(epochs))  # :103-106 (eta_min 0)
+    sched = ConstantWarmup(opt, cosine, warmup, cons_lr)  # :108-115 (WARMUP_RECOUNT True: no last_epoch shift)
     out = []
     for _ in range(epochs):
         out.append(opt.param_groups[0]["lr"])  # the lr the epoch trains at

@@ -200,7 +200,7 @@ def authors_schedule(schedule, epochs, lr, warmup, warmup_lr, min_lr, cooldown=0
     if schedule == "timm_next_epoch":
         return [warmup_lr] + [timm(t) for t in range(1, total)]
     if schedule == "dassl_cosine":  # CoOp on Dassl: constant warm-up, then torch's cosine over `epochs` from lr,
-        # first stepped when the warm-up ends (Dassl lr_scheduler.py:21-26, :29-40; tests/test_schedule_dassl.py)
+        # first stepped when the warm-up ends (Dassl lr_scheduler.py@27eb2f4:21-26, :29-39; test_dassl_protocol.py)
         return [warmup_lr if e < warmup else min_lr + 0.5 * (lr - min_lr) * (1 + math.cos(math.pi * (e - warmup) /
                                                                                          epochs))
                 for e in range(epochs)] + [min_lr] * cooldown

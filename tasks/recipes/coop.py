@@ -22,10 +22,10 @@ PROTOCOL = dict(
     epochs=C(200, f"{CFG}:18 OPTIM.MAX_EPOCH 200 (8 and 16 shots; COOP.md: vit_b16_ep50 for 1 shot, "
                   "vit_b16_ep100 for 2 and 4, ep50 for every ImageNet setting)"),
     schedule=C("dassl_cosine", f"{CFG}:19-21 LR_SCHEDULER 'cosine', WARMUP_TYPE 'constant' (Dassl "
-                               "lr_scheduler.py:109-123)"),
+                               "lr_scheduler.py@27eb2f4:103-115)"),
     warmup_epochs=C(1, f"{CFG}:20 OPTIM.WARMUP_EPOCH 1"),
     warmup_lr=C(1e-5, f"{CFG}:22 OPTIM.WARMUP_CONS_LR 1e-5"),
-    min_lr=C(0.0, "torch CosineAnnealingLR's eta_min default 0 (Dassl lr_scheduler.py:98-101)"),
+    min_lr=C(0.0, "torch CosineAnnealingLR's eta_min default 0 (Dassl lr_scheduler.py@27eb2f4:103-106)"),
     img_size=C(224, f"{CFG}:9 INPUT.SIZE (224, 224)"),
     interpolation=C("bicubic", f"{CFG}:10 INPUT.INTERPOLATION 'bicubic'"),
     normalize=C("model", f"{CFG}:11-12 PIXEL_MEAN / PIXEL_STD: CLIP's"),
