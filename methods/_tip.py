@@ -223,10 +223,8 @@ def run_tip(spec, data_root: str, store, out_dir: str, force: bool = False, prog
     search on the search split, the test split evaluated with the chosen pair. The record holds the pair, the
     search accuracy and zero-shot CLIP's test accuracy."""
     from petlbench.decode import ImageDataset
-    from petlbench.engine import resolve_device, seed_everything
     from petlbench.loaders import LoaderBatches, input_normalization, load_split, loader_workers
-    from petlbench.run import base_record, build_model, finished_record
-    from petlbench.store import data_identity
+    from petlbench.run import base_record, start_own_run
 
     task, p, ex = spec.task, spec.protocol, spec.execution
     cfg = settings(spec.method.cfg, task.name.split("/", 1)[-1])
@@ -234,15 +232,10 @@ def run_tip(spec, data_root: str, store, out_dir: str, force: bool = False, prog
     if fine_tune and p.selection == "trial":
         raise ConfigError("tip_adapter_f: selection=trial is not supported (reproduction, clean or final)")
     train, search, test = p.train_split, search_split_of(task, p, cfg), p.test_split
-    samples = {s: task.samples(data_root, s) for s in dict.fromkeys((train, search, test))}
-    data = data_identity(data_root, samples)
-    done = finished_record(spec, store, force, data)
-    if done is not None:
-        return done
-    store.check_writable(task.benchmark)
-    device = resolve_device(ex.device)
-    seed_everything(p.seed)
-    model = build_model(spec, data_root).to(device).eval()
+    run = start_own_run(spec, data_root, store, (train, search, test), force)
+    if run.done is not None:
+        return run.done
+    samples, data, device, model = run.samples, run.data, run.device, run.model
     head: TipAdapterHead = model.head
     norm = input_normalization(p, model)
     t0 = time.perf_counter()

@@ -20,22 +20,16 @@ from petlbench.method import PETLMethod, register_method
 
 def evaluate_only(spec, data_root: str, store, out_dir: str, force: bool = False, progress=None) -> dict[str, Any]:
     """A run that trains nothing: the model as built, the test split evaluated once (`run.execute`'s signature)."""
-    from petlbench.engine import EvalSet, evaluate, resolve_device, seed_everything
+    from petlbench.engine import EvalSet, evaluate
     from petlbench.loaders import input_normalization, load_split
-    from petlbench.run import base_record, build_model, finished_record
-    from petlbench.store import data_identity
+    from petlbench.run import base_record, start_own_run
 
     task, p, ex = spec.task, spec.protocol, spec.execution
-    samples = task.samples(data_root, p.test_split)
-    data = data_identity(data_root, {p.test_split: samples})
-    done = finished_record(spec, store, force, data)
-    if done is not None:
-        return done
-    store.check_writable(task.benchmark)
-    device = resolve_device(ex.device)
-    seed_everything(p.seed)
-    model = build_model(spec, data_root).to(device).eval()
-    batches, bad = load_split(task, data_root, p.test_split, p, ex, False, device, samples)
+    run = start_own_run(spec, data_root, store, (p.test_split,), force)
+    if run.done is not None:
+        return run.done
+    device, model, data = run.device, run.model, run.data
+    batches, bad = load_split(task, data_root, p.test_split, p, ex, False, device, run.samples[p.test_split])
     t0 = time.perf_counter()
     top1 = evaluate(model, EvalSet(p.test_split, batches, task.logit_subset), device, input_normalization(p, model),
                     ex.amp)["top1"]

@@ -44,11 +44,12 @@ from .errors import ConfigError, PETLBenchError
 from .loaders import LoaderBatches, augmented, evaluate_targets, input_normalization, load_split
 from .resume import load_trainable
 from .spec import RunSpec, effective_amp, recipe_for, resolve, run_name, task_method_defaults, variant_of_spec
-from .store import ResultStore, check_writable
+from .store import ResultStore, check_writable, data_identity
 from .weights import resolve_weights
 
-__all__ = ["RunSpec", "base_record", "build_model", "effective_amp", "execute", "finished_record", "recipe_for",
-           "record_failure", "resolve", "run_name", "task_method_defaults", "variant_of_spec", "versions"]
+__all__ = ["OwnRun", "RunSpec", "base_record", "build_model", "effective_amp", "execute", "finished_record",
+           "recipe_for", "record_failure", "resolve", "run_name", "start_own_run", "task_method_defaults",
+           "variant_of_spec", "versions"]
 
 log = logging.getLogger(__name__)
 
@@ -240,6 +241,34 @@ def finished_record(spec: RunSpec, store: ResultStore, force: bool = False,
             return None
     log.info("%s/%s already in the store (%s): skipped", spec.task.name, spec.method.name, spec.config_hash)
     return done
+
+
+@dataclasses.dataclass
+class OwnRun:
+    """What `start_own_run` gives a method's or benchmark's own procedure: the finished record when the store
+    has one on this data (then nothing else), else the samples of its splits, their data identity, the device and
+    the built model (eval mode, seeded as `execute` seeds)."""
+
+    done: dict[str, Any] | None
+    samples: dict[str, list]
+    data: dict[str, Any]
+    device: torch.device | None = None
+    model: torch.nn.Module | None = None
+
+
+def start_own_run(spec: RunSpec, data_root: str, store: ResultStore, splits: tuple[str, ...],
+                  force: bool = False) -> OwnRun:
+    """The start every `runner` shares: read `splits`, answer from the store when the run is finished on this
+    data, else check the store can take the record and build the model on the run's device."""
+    samples = {s: spec.task.samples(data_root, s) for s in dict.fromkeys(splits)}
+    data = data_identity(data_root, samples)
+    done = finished_record(spec, store, force, data)
+    if done is not None:
+        return OwnRun(done, samples, data)
+    store.check_writable(spec.task.benchmark)
+    device = resolve_device(spec.execution.device)
+    seed_everything(spec.protocol.seed)
+    return OwnRun(None, samples, data, device, build_model(spec, data_root).to(device).eval())
 
 
 def _unrecorded_data_ok(spec: RunSpec, data: dict[str, Any]) -> bool:
