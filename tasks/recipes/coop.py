@@ -6,7 +6,7 @@ from petlbench.recipe import RECIPES, Cited as C, Recipe
 
 REPO = "KaiyangZhou/CoOp@ff61507"
 CFG = "configs/trainers/CoOp/vit_b16.yaml"
-DASSL = "Dassl.pytorch dassl/config/defaults.py"
+DASSL = "Dassl.pytorch@c61a1b5 dassl/config/defaults.py"
 
 PROTOCOL = dict(
     backbone=C("openclip:ViT-B-16", f"{CFG}:29 MODEL.BACKBONE.NAME 'ViT-B/16' (OpenAI's CLIP)"),
@@ -15,8 +15,8 @@ PROTOCOL = dict(
     batch_size=C(32, f"{CFG}:3 DATALOADER.TRAIN_X.BATCH_SIZE 32"),
     optimizer=C("sgd", f"{CFG}:16 OPTIM.NAME 'sgd'"),
     lr=C(0.002, f"{CFG}:17 OPTIM.LR 0.002"),
-    momentum=C(0.9, f"{DASSL} OPTIM.MOMENTUM 0.9"),
-    weight_decay=C(5e-4, f"{DASSL} OPTIM.WEIGHT_DECAY 5e-4"),
+    momentum=C(0.9, f"{DASSL}:154 OPTIM.MOMENTUM 0.9"),
+    weight_decay=C(5e-4, f"{DASSL}:153 OPTIM.WEIGHT_DECAY 5e-4"),
     decay_filter=C("all", "trainers/coop.py:246 build_optimizer(self.model.prompt_learner, cfg.OPTIM): one "
                           "group, the context"),
     epochs=C(200, f"{CFG}:18 OPTIM.MAX_EPOCH 200 (8 and 16 shots; COOP.md: vit_b16_ep50 for 1 shot, "
@@ -34,7 +34,7 @@ PROTOCOL = dict(
     label_smoothing=C(0.0, "trainers/coop.py:266, :273 F.cross_entropy(output, label)"),
     test_crop_pct=C(1.0, "Dassl transforms.py build_transform test: Resize(224) of the shorter side + "
                          "CenterCrop(224), 1.0 here: see deviations"),
-    selection=C("final", f"{DASSL} TEST.FINAL_MODEL 'last_step': the last epoch's model is tested once "
+    selection=C("final", f"{DASSL}:216 TEST.FINAL_MODEL 'last_step': the last epoch's model is tested once "
                          "(trainers/coop.py:246-248 registers no selection)"),
     eval_every=C(1, f"{DASSL} TEST.EVAL_FREQ (the final test is the one reported)"),
     seed=C(1, "scripts/coop/main.sh:14 for SEED in 1 2 3"),
