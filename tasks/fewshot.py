@@ -238,28 +238,7 @@ def shots_table(bench, frame, search: tuple[str, ...] = (), reference_dir: str =
     table = Table("fewshot", "Few-shot FGVC (ViT-B/16): top-1 (%) vs shots per class", columns)
     pub = published("fewshot", reference_dir)
     datasets = sorted(set(DATASETS) | (set(ok["dataset"]) if not ok.empty else set()))
-    sections: dict[str, list[Row]] = {}
-    for d in datasets:
-        rows = []
-        if not ok.empty:
-            for variant, sub in ok[ok["dataset"] == d].groupby("variant", sort=True):
-                cells = {f"shot:{int(k)}": cell_of(s["value"]) for k, s in sub.groupby("shots")}
-                rows.append(Row(variant, "ours", cells, d, params_m(sub, paper=True), sub["key"].iloc[0]))
-        for key, sub in pub[pub["dataset"] == d].groupby("key", sort=True):
-            rows.append(Row(published_label(sub["label"].iloc[0], sub["recipe"].iloc[0]),
-                            f"published: {sub['source'].iloc[0]}",
-                            {f"shot:{int(k)}": cell_of([v]) for k, v in zip(sub["shots"], sub["value"])}, d, key=key))
-        sections[d] = rows
-    avg = "average of 5 datasets"
-    labels = {r.label: r for rows in sections.values() for r in rows}
-    sections[avg] = []
-    for label, first in labels.items():
-        by_ds = {d: next((r for r in rows if r.label == label), None) for d, rows in sections.items() if d != avg}
-        cells = {c: mean_of([by_ds[d].cells.get(c, Cell()) if by_ds.get(d) else Cell() for d in datasets])
-                 for c in (col.key for col in columns)}
-        sections[avg].append(Row(label, first.source, cells, avg, first.params_m, first.key))
-    for rows in sections.values():
-        table.rows += with_deltas(rows)
+    table.rows += shot_rows(ok, datasets, columns, "average of 5 datasets", pub)
     table.notes += [
         "Few-shot FGVC in the NOAH/FacT/RepAdapter sense (FGVC-Aircraft, Food-101, Flowers102, Oxford-Pets, "
         "Stanford-Cars; NOAH's split files), not VPT's full-data FGVC. A cell is the mean over split seeds "
@@ -271,6 +250,34 @@ def shots_table(bench, frame, search: tuple[str, ...] = (), reference_dir: str =
     table.notes += recipe_notes(list(recipes_of(ok)) + list(pub["recipe"]))
     return [table]
 
+
+
+def shot_rows(ok, datasets, columns, average: str, pub=None) -> list[Row]:
+    """The rows of a table by shots: per dataset (a section each), our variants (a cell per shots: the mean over
+    split seeds) and the published rows of `pub`; then a section `average` of each row's mean over `datasets`
+    (missing where a dataset is); delta rows under measured rows that have a published twin."""
+    sections: dict[str, list[Row]] = {}
+    for d in datasets:
+        rows = []
+        if not ok.empty:
+            for variant, sub in ok[ok["dataset"] == d].groupby("variant", sort=True):
+                cells = {f"shot:{int(k)}": cell_of(s["value"]) for k, s in sub.groupby("shots")}
+                rows.append(Row(variant, "ours", cells, d, params_m(sub, paper=True), sub["key"].iloc[0]))
+        if pub is not None:
+            for key, sub in pub[pub["dataset"] == d].groupby("key", sort=True):
+                rows.append(Row(published_label(sub["label"].iloc[0], sub["recipe"].iloc[0]),
+                                f"published: {sub['source'].iloc[0]}",
+                                {f"shot:{int(k)}": cell_of([v]) for k, v in zip(sub["shots"], sub["value"])}, d,
+                                key=key))
+        sections[d] = rows
+    labels = {r.label: r for rows in sections.values() for r in rows}
+    sections[average] = []
+    for label, first in labels.items():
+        by_ds = {d: next((r for r in rows if r.label == label), None) for d, rows in sections.items() if d != average}
+        cells = {c: mean_of([by_ds[d].cells.get(c, Cell()) if by_ds.get(d) else Cell() for d in datasets])
+                 for c in (col.key for col in columns)}
+        sections[average].append(Row(label, first.source, cells, average, first.params_m, first.key))
+    return [r for rows in sections.values() for r in with_deltas(rows)]
 
 
 def shot_curves(table, stem: str) -> list[str]:

@@ -17,28 +17,22 @@ Prompt sets (`Task.templates`, `head_templates=NAME`): "coop" (the dataset's han
 from __future__ import annotations
 
 import os
-import re
 
 from petlbench.benchmark import BENCHMARKS, Benchmark
 from petlbench.tables import (
-    Cell,
     Column,
-    Row,
     Table,
-    cell_of,
     collapse_search,
     finished,
-    mean_of,
-    params_m,
     protocol_note,
     recipe_notes,
     recipes_of,
     search_note,
     selection_note,
-    with_deltas,
 )
 from petlbench.task import TASKS, ClassificationProtocol, Task
 
+from ..fewshot import row_fields, shot_curves, shot_rows  # the same split names, table by shots and curves
 from .data import (
     LAYOUTS,
     SEEDS,
@@ -131,23 +125,12 @@ for _name, _lay in LAYOUTS.items():
 
 
 # --- results: the shots axis, the table by shots, the curves ----------------------------------------------------
-_SHOT_SPLIT = re.compile(r"train_shot(\d+)_seed(\d+)")
-
-
 def shots_axis(shot: int, seed: int | None) -> dict:
     """A sweep's `shots: [k, ...]` for a run of seed `seed` (1 when the sweep has no seeds): its k-shot training
     split. Only the split (an index field of the tables): CoOp's epochs per shots (coop_epochs) are not set here,
     since an axis is not told the task and ImageNet's differ; set `epochs` per sweep file."""
     split = fewshot_split(int(shot), int(seed if seed is not None else 1))
     return {"train_split": split, "clean_train_split": split}
-
-
-def row_fields(record: dict) -> dict:
-    """The record's shots and split seed, read from the name of the split it trained on."""
-    proto = record.get("protocol") or {}
-    key = "clean_train_split" if proto.get("selection") in ("clean", "trial") else "train_split"
-    m = _SHOT_SPLIT.fullmatch(proto.get(key) or "")
-    return {"shots": int(m.group(1)) if m else None, "split_seed": int(m.group(2)) if m else None}
 
 
 def shots_table(bench, frame, search: tuple[str, ...] = (), reference_dir: str | None = None,
@@ -157,24 +140,7 @@ def shots_table(bench, frame, search: tuple[str, ...] = (), reference_dir: str |
     ok = collapse_search(finished(frame, bench.name), search)
     columns = [Column(f"shot:{k}", f"{k}-shot", "Shots per class") for k in SHOTS]
     table = Table("coop", "CoOp's few-shot protocol (CLIP ViT-B/16): top-1 (%) vs shots per class", columns)
-    sections: dict[str, list[Row]] = {}
-    for d in DATASETS:
-        rows = []
-        if not ok.empty:
-            for variant, sub in ok[ok["dataset"] == d].groupby("variant", sort=True):
-                cells = {f"shot:{int(k)}": cell_of(s["value"]) for k, s in sub.groupby("shots")}
-                rows.append(Row(variant, "ours", cells, d, params_m(sub, paper=True), sub["key"].iloc[0]))
-        sections[d] = rows
-    avg = f"average of {len(DATASETS)} datasets"
-    firsts = {r.label: r for rows in sections.values() for r in rows}
-    sections[avg] = []
-    for label, first in firsts.items():
-        by_ds = {d: next((r for r in rows if r.label == label), None) for d, rows in sections.items() if d != avg}
-        cells = {c.key: mean_of([by_ds[d].cells.get(c.key, Cell()) if by_ds[d] else Cell() for d in DATASETS])
-                 for c in columns}
-        sections[avg].append(Row(label, first.source, cells, avg, first.params_m, first.key))
-    for rows in sections.values():
-        table.rows += with_deltas(rows)
+    table.rows += shot_rows(ok, DATASETS, columns, f"average of {len(DATASETS)} datasets")
     table.notes += [
         "CoOp's 11 datasets with its split files and its k-shot draw (Dassl's generate_fewshot_dataset after "
         "random.seed(seed)); a cell is the mean over split seeds (+- sample std); ImageNet's test is its val.",
@@ -186,8 +152,6 @@ def shots_table(bench, frame, search: tuple[str, ...] = (), reference_dir: str |
 
 def shots_plots(table, out_dir: str) -> list[str]:
     """Top-1 vs shots, a panel per dataset and the average (the few-shot family's curves)."""
-    from ..fewshot import shot_curves
-
     return shot_curves(table, os.path.join(out_dir, "coop_curves"))
 
 
