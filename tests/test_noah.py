@@ -21,6 +21,7 @@ import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from test_noah_variants import NoahMlp, QuickGELU, _max_diff, _seeded  # the transcription pieces both share
 from timm.layers import DropPath
 
 import petlbench
@@ -83,11 +84,6 @@ class NoahAttention(nn.Module):
         return self.proj((attn @ v).transpose(1, 2).reshape(B, N, C))  # V:294-295
 
 
-class QuickGELU(nn.Module):
-    def forward(self, x):  # A:8-10
-        return x * torch.sigmoid(1.702 * x)
-
-
 class NoahAdapterSuper(nn.Module):
     """A:12-80 (its xavier / normal init, A:38-45, is overwritten by the copied weights)."""
 
@@ -119,17 +115,6 @@ class NoahAdapterSuper(nn.Module):
             return 0
         return (self.sampled_weight_0.numel() + self.sampled_bias_0.numel() + self.sampled_weight_1.numel()
                 + self.sampled_bias_1.numel())
-
-
-class NoahMlp(nn.Module):
-    """timm 0.5.4's Mlp (NOAH's requirements.txt:2; V:311): fc1, GELU, fc2 (its Dropouts are 0)."""
-
-    def __init__(self, dim, hidden):
-        super().__init__()
-        self.fc1, self.act, self.fc2 = nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim)
-
-    def forward(self, x):
-        return self.fc2(self.act(self.fc1(x)))
 
 
 class NoahBlock(nn.Module):
@@ -256,16 +241,6 @@ def noah_copy(model, drop_rates=None, drop_path_rate=0.) -> NoahViT:
 def build(cfg=None, **kw):
     return petlbench.create_model("vit_tiny_patch16_224", method="noah", num_classes=5, pretrained=False,
                                   method_cfg=dict(CFG, **(cfg or {})), **TINY_VIT, **kw)
-
-
-def _seeded(model, x, seed):
-    torch.manual_seed(seed)
-    with torch.no_grad():
-        return model(x)
-
-
-def _max_diff(a, b):
-    return (a - b).abs().max().item()
 
 
 # --- the supernet equals NOAH's for each sub-network -----------------------------------------------------------
