@@ -54,20 +54,21 @@ class Supernet:
     search_defaults: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
-def _stage_specs(spec, run_over: dict[str, Any]):
-    """(supernet spec, recipe name) for the entry `spec` (the supernet under the task's recipe)."""
+def _supernet_spec(spec, run_over: dict[str, Any]):
+    """The supernet stage's spec for the entry `spec` (the supernet under the task's recipe): the recipe + "-supernet"
+    (a task without a recipe: its own protocol), selection=trial."""
     from .recipe import RECIPES
     from .spec import resolve
 
     over = {k: v for k, v in run_over.items() if k != "recipe"}
     if not spec.protocol.recipe:  # a task without a recipe (the mini-benchmark): its own protocol
-        return resolve(spec.task.name, spec.method.name, {**over, "selection": "trial"}), ""
+        return resolve(spec.task.name, spec.method.name, {**over, "selection": "trial"})
     name = spec.protocol.recipe + "-supernet"
     if name not in RECIPES:
         raise ConfigError(f"{spec.method.name} on {spec.task.name}: no supernet recipe {name!r} for recipe "
                           f"{spec.protocol.recipe!r} (registered: "
                           f"{', '.join(n for n in RECIPES.names() if n.endswith('-supernet')) or 'none'})")
-    return resolve(spec.task.name, spec.method.name, {**over, "recipe": name}), name
+    return resolve(spec.task.name, spec.method.name, {**over, "recipe": name})
 
 
 def run_pipeline(spec, data_root: str, store, out_dir: str, force: bool = False, progress=None) -> dict[str, Any]:
@@ -88,7 +89,7 @@ def run_pipeline(spec, data_root: str, store, out_dir: str, force: bool = False,
         final = store.get(spec.task.benchmark, entry.get("final_hash", ""))
         if final is not None and final.get("status") == "ok":
             return final
-    sup_spec, _ = _stage_specs(spec, run_over)
+    sup_spec = _supernet_spec(spec, run_over)
     sup = execute(sup_spec, data_root, store, out_dir, force=force, progress=progress)
     _mark(store, sup, "supernet")
     if stage == "supernet":
@@ -122,12 +123,16 @@ def _mark(store, record: dict[str, Any], stage: str) -> None:
 def _settings(hooks: Supernet, benchmark: str, options: dict[str, Any]):
     """(evolution settings, split or None, normalize or None) from the authors' defaults for `benchmark` under
     the user's search options; ConfigError naming a bad one."""
+    from typing import get_args, get_type_hints
+
     from .config import build_config
+    from .task import ClassificationProtocol
 
     opts = {**hooks.search_defaults.get(benchmark, {}), **options}
     split, normalize = opts.pop("split", None), opts.pop("normalize", None)
-    if normalize not in (None, "imagenet", "inception", "model", "none"):
-        raise ConfigError(f"search.normalize={normalize!r}: one of imagenet, inception, model, none")
+    accepted = get_args(get_type_hints(ClassificationProtocol)["normalize"])  # the protocol field's own values
+    if normalize is not None and normalize not in accepted:
+        raise ConfigError(f"search.normalize={normalize!r}: one of {', '.join(accepted)}")
     fields = [f.name for f in dataclasses.fields(hooks.settings)] + ["split", "normalize"]
     for key in opts:
         if key not in fields:
