@@ -158,6 +158,18 @@ class _NotInStore(Exception):
     """A run the store does not hold (a dry search: `finished`)."""
 
 
+def _store_answer(task: str, method: str, over: dict[str, Any], data_root: str, store_root: str, *_) -> tuple[str, str]:
+    """`sweep.run_one`'s answer for a run the store holds, without running it; _NotInStore for one it lacks."""
+    from .spec import resolve
+    from .store import ResultStore
+
+    spec = resolve(task, method, over)
+    rec = ResultStore(store_root).get(spec.task.benchmark, spec.config_hash)
+    if rec is None:
+        raise _NotInStore(spec.config_hash)
+    return ("done" if rec.get("status") == "ok" else "failed_before"), rec.get("reason", "")
+
+
 def finished(task: str, method: str, overrides: dict[str, Any], space: SearchSpace, store_root: str) -> bool:
     """Whether the store holds the whole search (every trial it needs and its final run), without running any."""
     try:
@@ -178,14 +190,7 @@ def run_search(task: str, method: str, overrides: dict[str, Any], space: SearchS
     from .store import ResultStore
     from .sweep import run_one
 
-    if dry:
-        def run_one(task, method, over, *_):  # noqa: F811  (the store's answer, or stop)
-            spec = resolve(task, method, over)
-            rec = ResultStore(store_root).get(spec.task.benchmark, spec.config_hash)
-            if rec is None:
-                raise _NotInStore(spec.config_hash)
-            return ("done" if rec.get("status") == "ok" else "failed_before"), rec.get("reason", "")
-
+    run = _store_answer if dry else run_one
     say = say or (lambda line: None)
     base = resolve(task, method, overrides)
     if not hasattr(base.protocol, "selection"):
@@ -209,7 +214,7 @@ def run_search(task: str, method: str, overrides: dict[str, Any], space: SearchS
             trial = Trial(point, r, epochs, trial_overrides(overrides, point, epochs, full, warmup))
             spec = resolve(task, method, trial.overrides)
             trial.config_hash = spec.config_hash
-            status, reason = run_one(task, method, trial.overrides, data_root, store_root, out_dir, retry_failed)
+            status, reason = run(task, method, trial.overrides, data_root, store_root, out_dir, retry_failed)
             outcome.ran += status == "ran"
             rec = store.get(spec.task.benchmark, spec.config_hash) or {}
             trial.status = rec.get("status", status)
@@ -223,7 +228,7 @@ def run_search(task: str, method: str, overrides: dict[str, Any], space: SearchS
     outcome.chosen = dict(best.point)
     final_over = {**overrides, **best.point, "selection": "final", "tuned": space.describe()}
     spec = resolve(task, method, final_over)
-    status, reason = run_one(task, method, final_over, data_root, store_root, out_dir, retry_failed)
+    status, reason = run(task, method, final_over, data_root, store_root, out_dir, retry_failed)
     outcome.ran += status == "ran"
     rec = store.get(spec.task.benchmark, spec.config_hash)
     if rec is None or rec.get("status") != "ok":
