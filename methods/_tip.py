@@ -176,28 +176,30 @@ def tip_transform(img_size: int, interpolation: str):
 
 
 @torch.no_grad()
-def embed(model: nn.Module, batches, device, norm, amp: str, normalize: bool = True):
-    """(features, labels) of every batch: CLIP's image embedding (normalised unless told), in float32."""
+def embed(model: nn.Module, batches, device, norm, amp: str, normalize: bool = True, encoder: nn.Module | None = None):
+    """(features, labels) of every batch: CLIP's image embedding (`encoder`'s, when given; normalised unless
+    told), in float32."""
     from petlbench.batches import norm_tensors, to_input
     from petlbench.engine import autocast_for
 
     mean, std = norm_tensors(device, norm)
     autocast = autocast_for(device, amp)
+    encoder = model.visual if encoder is None else encoder
     feats, labels = [], []
     for x, y in batches:
         with autocast():
-            f = model.visual(to_input(x, device, mean, std, False)).float()
+            f = encoder(to_input(x, device, mean, std, False)).float()
         feats.append(F.normalize(f, dim=-1) if normalize else f)
         labels.append(y.to(device))
     return torch.cat(feats), torch.cat(labels)
 
 
-def build_cache(model, batches, passes: int, device, norm, amp: str):
-    """utils.py:38-62: `passes` augmented passes over the k-shot split (unshuffled), the raw embeddings averaged
-    over passes, then normalised; the labels of the first pass."""
+def build_cache(model, batches, passes: int, device, norm, amp: str, encoder: nn.Module | None = None):
+    """utils.py:38-62: `passes` augmented passes over the k-shot split (unshuffled), the raw embeddings (of
+    `encoder`, default CLIP's image tower) averaged over passes, then normalised; the labels of the first pass."""
     keys, labels = [], None
     for _ in range(passes):
-        f, y = embed(model, batches, device, norm, amp, normalize=False)
+        f, y = embed(model, batches, device, norm, amp, normalize=False, encoder=encoder)
         keys.append(f)
         labels = y if labels is None else labels
     return F.normalize(torch.stack(keys).mean(0), dim=-1), labels
