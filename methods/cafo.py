@@ -91,7 +91,7 @@ FALLBACK = ("imagenet", 16)
 class CaFoConfig(TipConfig):
     dino: str = "resnet50"  # the DINO encoder, a timm model name (CaFo: torchvision resnet50, main.py:167)
     # DINO's checkpoint file (dino_resnet50_pretrain.pth, main.py:170); "random" keeps the encoder's random init
-    # (tests only: the run's record says so); "" is refused
+    # (the run's record says so); "": random for a model built through the API, refused by a run
     dino_weights: str = ""
     dino_key: str = "teacher"  # the checkpoint's entry to load, if present (main.py:170; dino/utils.py:74-76)
     fuse: str = "mean"  # logits_fuse's normalize: "mean" (CaFo's call), "softmax" or "linear"
@@ -224,15 +224,12 @@ def load_dino(name: str, weights: str, key: str) -> nn.Module:
     lacks is an error naming the file."""
     import timm
 
-    if not weights:
-        raise ConfigError("cafo: dino_weights is required: DINO's checkpoint file (CaFo loads "
-                          "dino/dino_resnet50_pretrain.pth, main.py:170), or dino_weights=random for a random encoder")
     try:
         model = timm.create_model(name, pretrained=False, num_classes=0)
     except RuntimeError as e:
         raise ConfigError(f"cafo: dino={name!r} is not a timm model ({e})") from None
-    if weights == "random":
-        log.warning("cafo: the DINO encoder %s keeps its random initialisation (dino_weights=random)", name)
+    if weights in ("", "random"):
+        log.warning("cafo: the DINO encoder %s keeps its random initialisation (dino_weights=%r)", name, weights)
         return model.eval()
     if not os.path.isfile(weights):
         raise ConfigError(f"cafo: dino_weights file {weights!r} does not exist")
@@ -367,6 +364,9 @@ def run_cafo(spec, data_root: str, store, out_dir: str, force: bool = False, pro
 
     task, p, ex = spec.task, spec.protocol, spec.execution
     cfg = settings(spec.method.cfg, task.name.split("/", 1)[-1], p.train_split)
+    if not cfg["dino_weights"]:
+        raise ConfigError("cafo: dino_weights is required for a run: DINO's checkpoint file (CaFo loads "
+                          "dino/dino_resnet50_pretrain.pth, main.py:170), or dino_weights=random for a random encoder")
     if p.selection == "trial":
         raise ConfigError("cafo: selection=trial is not supported (reproduction, clean or final)")
     train, search, test = p.train_split, _tip.search_split_of(task, p, cfg), p.test_split

@@ -63,7 +63,7 @@ class Benchmark:
     Runs:
       method_recipes  method -> the recipe its runs use unless `recipe=` says otherwise: a method whose
                     authors ship settings per dataset of this benchmark (else the task's `recipe`).
-      sweep_axes    extra sweep-file keys: {"shots": fn(value, seed) -> overrides}, applied to this family's
+      sweep_axes    extra sweep-file keys: {"shots": fn(value, seed, task) -> overrides}, applied to this family's
                     tasks only (few-shot: the k-shot split of a seed).
       dataset       (task, samples, protocol, train, on_bad) -> a torch Dataset of (input, label) read per epoch
                     (video: clips decoded by decord); None: images (decoded once, or augmented per epoch).
@@ -89,7 +89,7 @@ class Benchmark:
     row_fields: Callable[[dict[str, Any]], dict[str, Any]] | None = None
     tables: Callable[..., list] | None = None
     plots: Callable[[Any, str], list[str]] | None = None
-    sweep_axes: dict[str, Callable[[int, int | None], dict[str, Any]]] = field(default_factory=dict)
+    sweep_axes: dict[str, Callable[[int, int | None, Any], dict[str, Any]]] = field(default_factory=dict)
     method_recipes: dict[str, str] = field(default_factory=dict)
     dataset: Callable[..., Any] | None = None
     model_kwargs: Callable[[Task, Any], dict[str, Any]] | None = None

@@ -218,10 +218,11 @@ def expand(spec: dict[str, Any], path: str = "<sweep>") -> list[PlannedRun]:
             for points, values in itertools.product(itertools.product(*(vals for _, vals in axes)),
                                                     itertools.product(*(search[k] for k in keys))):
                 over = {**overrides, **opts, **dict(zip(keys, values))}
+                explicit = set(over)  # what the file sets itself wins over an axis's values (CoOp's epochs)
                 if seed is not None:
                     over["seed"] = seed
                 for (axis, _), point in zip(axes, points):
-                    over.update(axis(point, seed))
+                    over.update({k: v for k, v in axis(point, seed, TASKS.get(task)).items() if k not in explicit})
                 try:
                     resolved = resolve(task, method, over)
                 except PETLBenchError as e:

@@ -3,26 +3,31 @@
 #
 #   scripts/run_all.sh                               no data root: the offline mini-benchmark (same as --mini)
 #   scripts/run_all.sh --mini                        the offline mini-benchmark, then all tables and plots
-#   scripts/run_all.sh --data-root /data [--results results] [--videomae-weights FILE] [--executor local|slurm]
+#   scripts/run_all.sh --data-root /data [--results results] [--videomae-weights FILE] [--coop-root DIR]
+#                      [--dino-weights FILE] [--executor local|slurm]
 #
 # With a data root, in order: efficiency (petlbench bench, skipped when its CSV exists), VTAB-1k, few-shot,
 # domain generalization (the shipped sweeps, tasks/sweeps/*.yaml, by name: `petlbench sweep vtab1k`; a task
 # whose data is absent is skipped with one line), video (given the VideoMAE checkpoint), ADE20K segmentation
-# (the seg sweep), then `petlbench table` and `petlbench plot`.
+# (the seg sweep), CLIP on CoOp's 11 datasets (coop_zeroshot and coop sweeps, from --coop-root, default the
+# data root; CaFo too when --dino-weights names DINO's ResNet-50 checkpoint), then `petlbench table` and
+# `petlbench plot`.
 # Killed at any point, the same command finishes the job. Exit status 1 when a run failed (it is recorded,
 # with its reason, and the tables are still written).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-DATA_ROOT="" RESULTS="results" MINI=0 SWEEP_ARGS=() VIDEOMAE=""
+DATA_ROOT="" RESULTS="results" MINI=0 SWEEP_ARGS=() VIDEOMAE="" COOP_ROOT="" DINO=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --mini) MINI=1; shift ;;
     --data-root) DATA_ROOT="$2"; shift 2 ;;
     --results) RESULTS="$2"; shift 2 ;;
     --videomae-weights) VIDEOMAE="$2"; shift 2 ;;
+    --coop-root) COOP_ROOT="$2"; shift 2 ;;
+    --dino-weights) DINO="$2"; shift 2 ;;
     --executor|--partition|--gpus|--parallel|--timeout-min) SWEEP_ARGS+=("$1" "$2"); shift 2 ;;
-    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
     *) echo "run_all.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -31,6 +36,12 @@ if [ -n "$DATA_ROOT" ] && [ ! -d "$DATA_ROOT" ]; then
 fi
 if [ -n "$VIDEOMAE" ] && [ ! -f "$VIDEOMAE" ]; then
   echo "run_all.sh: --videomae-weights '$VIDEOMAE' is not a file" >&2; exit 2
+fi
+if [ -n "$COOP_ROOT" ] && [ ! -d "$COOP_ROOT" ]; then
+  echo "run_all.sh: --coop-root '$COOP_ROOT' is not a folder" >&2; exit 2
+fi
+if [ -n "$DINO" ] && [ ! -f "$DINO" ]; then
+  echo "run_all.sh: --dino-weights '$DINO' is not a file" >&2; exit 2
 fi
 
 bash scripts/setup.sh
@@ -70,6 +81,18 @@ else
       "${SWEEP_ARGS[@]}" || STATUS=1
   else
     echo "seg: skipped (petlbench lists no segmentation tasks)"
+  fi
+  for sweep in coop_zeroshot coop; do
+    step "$sweep"
+    "$PB" sweep "$sweep" --data-root "${COOP_ROOT:-$DATA_ROOT}" --store "$STORE" --out "$OUT" --quiet \
+      "${SWEEP_ARGS[@]}" || STATUS=1
+  done
+  step cafo
+  if [ -n "$DINO" ]; then
+    "$PB" sweep coop_cafo --data-root "${COOP_ROOT:-$DATA_ROOT}" --store "$STORE" --out "$OUT" --quiet \
+      --set "dino_weights=$DINO" "${SWEEP_ARGS[@]}" || STATUS=1
+  else
+    echo "cafo: skipped (give --dino-weights FILE, DINO's ResNet-50 checkpoint dino_resnet50_pretrain.pth)"
   fi
 fi
 step "tables and plots"

@@ -32,6 +32,13 @@ repeat every line twice; the duplicates are kept, as NOAH trained on them.
 
 Splits: `train_shot<k>_seed<s>` (15 of them; `fewshot_split(k, s)` builds the name), `val`, `test`. The protocol
 trains on train_shot16_seed0; pass train_split=fewshot_split(k, s) (and clean_train_split) to run another.
+
+Class names (`Task.classnames`, for head_init=zeroshot): tasks/protocols/classnames/fewshot/<dataset>.txt in the
+label order of NOAH's lists (sources and checks: tasks/protocols/classnames/README.md). NOAH's README.md:50-58
+takes the images from CoOp's DATASETS.md, and its labels are CoOp's: the official class ids minus one (Pets,
+Flowers, Cars), the sorted class folders (Food-101), a variant's line in variants.txt (FGVC-Aircraft, CoOp's
+fgvc_aircraft.py:22-27). FGVC-Aircraft's names are read from that variants.txt in the
+dataset folder (`aircraft_variants`), where CoOp's layout puts it.
 """
 from __future__ import annotations
 
@@ -67,6 +74,8 @@ from petlbench.tables import (
     with_deltas,
 )
 from petlbench.task import TASKS, ClassificationProtocol, Task
+
+from .vtab import shipped_classnames
 
 log = logging.getLogger(__name__)
 
@@ -158,6 +167,15 @@ def fewshot_samples(task: Task, data_root: str, split: str) -> list[Sample]:
     return read_list_file(path, root, task.num_classes, inside=folder)
 
 
+def aircraft_variants(task: Task, data_root: str) -> tuple[str, ...]:
+    """`Task.classnames_fn` of fewshot/fgvc_aircraft: the dataset folder's variants.txt, a label being a variant's
+    line (CoOp's fgvc_aircraft.py:22-27); DataError naming the file when it is missing or malformed."""
+    from .coop.data import read_variants  # imported here: tasks.coop imports this module
+
+    folder = dataset_folder(data_root, FOLDER_NAMES["fgvc_aircraft"], f"task {task.name!r}")
+    return read_variants(os.path.join(folder, "variants.txt"), task.num_classes)
+
+
 def split_size(task: Task, split: str) -> int | None:
     """The images of a split when known: the test split's (DATASETS); None for the others (NOAH's k-shot lists
     are not always k x classes: its 1-shot Oxford-Pets list repeats every line)."""
@@ -192,7 +210,8 @@ FEWSHOT_PROTOCOL = dict(
 for _name, (_classes, _test, _desc) in DATASETS.items():
     TASKS.add(Task(
         name=f"fewshot/{_name}", benchmark="fewshot", num_classes=_classes, splits=SPLITS,
-        samples_fn=fewshot_samples,
+        samples_fn=fewshot_samples, classnames=shipped_classnames("fewshot", _name, _classes),
+        classnames_fn=aircraft_variants if _name == "fgvc_aircraft" else None,
         protocol=ClassificationProtocol(**FEWSHOT_PROTOCOL, train_split="train_shot16_seed0",
                                         clean_train_split="train_shot16_seed0", val_split="val", test_split="test"),
         method_defaults={"repadapter": {"scale": 1.0}},  # RepAdapter configs/repblock_few_shot/*.yaml: scale 1
@@ -206,7 +225,7 @@ for _name, (_classes, _test, _desc) in DATASETS.items():
 _SHOT_SPLIT = re.compile(r"train_shot(\d+)_seed(\d+)$")
 
 
-def shots_axis(shot: int, seed: int | None) -> dict:
+def shots_axis(shot: int, seed: int | None, task=None) -> dict:
     """A sweep's `shots: [k, ...]` for a run of split seed `seed` (0 when the sweep has no seeds): its k-shot
     training split."""
     split = fewshot_split(int(shot), int(seed if seed is not None else 0))
@@ -255,7 +274,14 @@ def shots_table(bench, frame, search: tuple[str, ...] = (), reference_dir: str =
 def shot_rows(ok, datasets, columns, average: str, pub=None) -> list[Row]:
     """The rows of a table by shots: per dataset (a section each), our variants (a cell per shots: the mean over
     split seeds) and the published rows of `pub`; then a section `average` of each row's mean over `datasets`
-    (missing where a dataset is); delta rows under measured rows that have a published twin."""
+    (missing where a dataset is); delta rows under measured rows that have a published twin. A measured or
+    published row of shots 0 (zero-shot: no training images) fills every column."""
+    shots = [int(c.key.split(":")[1]) for c in columns]
+    if not ok.empty and (ok["shots"] == 0).any():
+        import pandas as pd
+
+        zero = ok[ok["shots"] == 0]
+        ok = pd.concat([ok[ok["shots"] != 0]] + [zero.assign(shots=k) for k in shots], ignore_index=True)
     sections: dict[str, list[Row]] = {}
     for d in datasets:
         rows = []
@@ -292,7 +318,7 @@ def shot_curves(table, stem: str) -> list[str]:
     colors: dict[str, tuple] = {}  # one colour per method, measured and published alike
     for ax, section in zip(axes.flat, sections):
         for r in (r for r in table.rows if r.section == section and r.source != "delta"):
-            name = r.label.removesuffix(" (published)")
+            name = re.sub(r" \(published[^)]*\)$", "", r.label)  # tables.published_label's suffix
             color = colors.setdefault(name, plt.get_cmap("tab20")(len(colors) % 20))
             xs = [k for k, c in zip(shots, table.columns) if not r.cells.get(c.key, Cell()).missing]
             ys = [r.cells[c.key].mean for c in table.columns if not r.cells.get(c.key, Cell()).missing]
@@ -311,10 +337,13 @@ def shot_curves(table, stem: str) -> list[str]:
         ax.grid(alpha=0.3)
     for ax in list(axes.flat)[len(sections):]:
         ax.axis("off")
-    handles, labels = axes.flat[0].get_legend_handles_labels()
-    if handles:
-        fig.legend(handles, labels, fontsize=7, loc="lower center", ncol=min(4, len(labels)),
-                   bbox_to_anchor=(0.5, 0.0))
+    legend: dict[str, object] = {}  # every panel's lines, once each (a dataset may lack some methods)
+    for ax in axes.flat:
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            legend.setdefault(lab, h)
+    if legend:
+        fig.legend(list(legend.values()), list(legend), fontsize=7, loc="lower center",
+                   ncol=min(3, len(legend)), bbox_to_anchor=(0.5, 0.0))
     fig.suptitle(table.title + "  (solid: measured, mean +- std over seeds; dashed: published)", fontsize=9)
     # fixed margins: tight_layout measures every tick label of every panel, seconds with many curves
     fig.subplots_adjust(left=0.07, right=0.98, bottom=0.2, top=0.9, wspace=0.28, hspace=0.45)

@@ -12,6 +12,11 @@ Classes, groups, test sizes and RepAdapter's published per-dataset scale s (RepA
 tasks/protocols/vtab1k.csv (from
 tasks/reference/repadapter_protocol.md). Protocol: `ClassificationProtocol()` defaults (AdamW lr 1e-3, wd 1e-4,
 batch 64, 100 epochs, cosine with 10 warm-up epochs, no augmentation, bicubic 224, ImageNet mean/std).
+
+Class names (`Task.classnames`, for head_init=zeroshot): tasks/protocols/classnames/vtab/<dataset>.txt, one a line
+in label order. NOAH's export writes the label of VTAB's task_adaptation readers (its
+data/vtab-source/get_vtab1k.py:63-73): TFDS's label id, or the id VTAB derives for the structured tasks. Where
+each list comes from and what was reordered: tasks/protocols/classnames/README.md.
 """
 from __future__ import annotations
 
@@ -24,6 +29,7 @@ from petlbench.task import TASKS, ClassificationProtocol, Task
 
 SPLITS = ("train800", "val200", "train800val200", "test")
 PROTOCOL_CSV = os.path.join(os.path.dirname(__file__), "protocols", "vtab1k.csv")
+CLASSNAMES_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "protocols", "classnames")  # package data
 
 
 SPLIT_SIZES = {"train800": 800, "val200": 200, "train800val200": 1000}
@@ -50,6 +56,28 @@ def split_size(task: Task, split: str) -> int | None:
     return TEST_SIZES[task.name.split("/", 1)[1]] if split == "test" else SPLIT_SIZES.get(split)
 
 
+def shipped_classnames(benchmark: str, dataset: str, num_classes: int) -> tuple[str, ...]:
+    """The class names of `<benchmark>/<dataset>` in label order, from CLASSNAMES_DIR/<benchmark>/<dataset>.txt
+    (one name a line; sources in CLASSNAMES_DIR/README.md); () when no list is shipped. A list that does not hold
+    `num_classes` distinct, non-empty names is a ValueError naming the file: a name too many or too few would
+    shift every label after it."""
+    path = os.path.join(CLASSNAMES_DIR, benchmark, f"{dataset}.txt")
+    if not os.path.isfile(path):
+        return ()
+    with open(path, encoding="utf-8") as f:
+        names = f.read().rstrip("\n").split("\n")
+    seen: dict[str, int] = {}
+    for lineno, name in enumerate(names, 1):
+        if not name.strip():
+            raise ValueError(f"{path}:{lineno}: empty class name (one name a line, in label order)")
+        if name in seen:
+            raise ValueError(f"{path}:{lineno}: class name {name!r} is also on line {seen[name]}")
+        seen[name] = lineno
+    if len(names) != num_classes:
+        raise ValueError(f"{path}: {len(names)} class names, but {benchmark}/{dataset} has {num_classes} classes")
+    return tuple(names)
+
+
 def _rows() -> list[dict]:
     with open(PROTOCOL_CSV, newline="", encoding="utf-8") as f:
         return list(csv.DictReader(f))
@@ -64,6 +92,7 @@ for row in _rows():
     TASKS.add(Task(
         name=f"vtab/{row['name']}", benchmark="vtab", num_classes=int(row["classes"]), splits=SPLITS,
         samples_fn=list_file_samples, protocol=ClassificationProtocol(), group=row["group"], recipe="repadapter-vtab",
+        classnames=shipped_classnames("vtab", row["name"], int(row["classes"])),
         method_defaults={"repadapter": {"scale": float(row["repadapter_scale"])},
                          "repadapter where=attn": {"scale": float(row["repadapter_attn_scale"])}},
         summary=f"VTAB-1k {row['group']}: 800+200 train, official test split; top-1",

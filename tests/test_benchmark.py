@@ -69,7 +69,7 @@ from petlbench.task import TASKS, ClassificationProtocol, Task
 from petlbench.tasks.vtab import list_file_samples
 
 
-def depth_axis(depth, seed):
+def depth_axis(depth, seed, task):
     return {"epochs": int(depth)}
 
 

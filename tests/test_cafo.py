@@ -141,8 +141,8 @@ def test_dino_checkpoint_loads_as_dinos_utils(tmp_path):
     torch.save({"teacher": {"conv1.0.weight": torch.zeros(1)}}, path)
     with pytest.raises(DataError, match="not a DINO resnet10t checkpoint.*size mismatch"):
         cafo.load_dino("resnet10t", path, "teacher")
-    with pytest.raises(ConfigError, match="dino_weights is required"):
-        cafo.load_dino("resnet10t", "", "teacher")
+    with pytest.raises(ConfigError, match="dino_weights is required for a run"):
+        cafo.run_cafo(resolve("coop/eurosat", "cafo", {"dino": "resnet10t"}), str(tmp_path), None, str(tmp_path))
     with pytest.raises(ConfigError, match="does not exist"):
         cafo.load_dino("resnet10t", str(tmp_path / "nope.pth"), "teacher")
 

@@ -259,6 +259,10 @@ def test_benchmark_declaration():
     assert set(b.sweep_axes) == {"shots"} and "CoOp" in b.data_source
     assert b.sweep_axes["shots"](4, 2) == {"train_split": "train_shot4_seed2", "clean_train_split": "train_shot4_seed2"}
     assert b.sweep_axes["shots"](16, None)["train_split"] == "train_shot16_seed1"
+    # told the task, the axis sets CoOp's epochs for its dataset at k shots (COOP.md:13, 18-22)
+    assert b.sweep_axes["shots"](1, 1, TASKS.get("coop/dtd"))["epochs"] == 50
+    assert b.sweep_axes["shots"](8, 1, TASKS.get("coop/dtd"))["epochs"] == 200
+    assert b.sweep_axes["shots"](8, 1, TASKS.get("coop/imagenet"))["epochs"] == 50
     with pytest.raises(ConfigError, match="seeds"):
         b.sweep_axes["shots"](4, 0)
     assert b.row_fields({"protocol": {"train_split": "train_shot8_seed3"}}) == {"shots": 8, "split_seed": 3}
@@ -285,8 +289,22 @@ def test_shots_table_has_a_column_per_shot():
     assert [c.key for c in table.columns] == [f"shot:{k}" for k in SHOTS]
     (row,) = [r for r in table.rows if r.section == "dtd" and r.source == "ours"]
     assert row.cells["shot:1"].mean == 41.0 and row.cells["shot:1"].n == 2 and row.cells["shot:16"].mean == 60.0
-    (avg,) = [r for r in table.rows if r.section.startswith("average of 11")]
+    (avg,) = [r for r in table.rows if r.section.startswith("average of 11") and r.source == "ours"]
     assert avg.cells["shot:1"].missing  # ten datasets have no runs
+
+
+def test_a_zero_shot_row_fills_every_shot_column():
+    from petlbench.tables import run_frame
+
+    recs = [records.record("coop/dtd", "zeroshot", 44.0, {}), records.record("coop/dtd", "coop", 50.0, {})]
+    b = BENCHMARKS.get("coop")
+    assert b.row_fields(recs[0])["shots"] == 0 and b.row_fields(recs[1])["shots"] == 16
+    (table,) = b.tables(b, run_frame(recs))
+    ours = {r.label: r for r in table.rows if r.section == "dtd" and r.source == "ours"}
+    (zs,) = [r for label, r in ours.items() if "ero" in label]
+    assert {k: c.mean for k, c in zs.cells.items()} == {f"shot:{k}": 44.0 for k in SHOTS}
+    (co,) = [r for label, r in ours.items() if r is not zs]
+    assert co.cells["shot:16"].mean == 50.0 and co.cells.get("shot:1") is None
 
 
 # --- readers --------------------------------------------------------------------------------------------------
@@ -563,3 +581,16 @@ def test_check_data_reports_every_missing_image_of_a_split_file(tmp_path):
     (res,) = check_tasks([TASKS.get("coop/dtd")], root, splits=["test"], cache_path=None).splits
     assert not res.error and len(res.bad) == 2
     assert [b.where for b in res.bad] == [_entry_line(root, "test", i) for i in (0, 7)]
+
+
+def test_a_sweep_sets_coops_epochs_per_shots_unless_the_file_sets_them():
+    from petlbench.sweep import expand
+
+    spec = {"tasks": ["coop/dtd", "coop/imagenet"], "methods": ["coop"], "seeds": [1], "shots": [2, 16]}
+    runs = expand(spec)
+    got = {(r.task, r.overrides["train_split"]): r.overrides["epochs"] for r in runs}
+    assert got == {("coop/dtd", "train_shot2_seed1"): 100, ("coop/dtd", "train_shot16_seed1"): 200,
+                   ("coop/imagenet", "train_shot2_seed1"): 50, ("coop/imagenet", "train_shot16_seed1"): 50}
+    assert len({r.config_hash for r in runs}) == 4
+    fixed = expand({**spec, "overrides": {"epochs": 3}})
+    assert {r.overrides["epochs"] for r in fixed} == {3}

@@ -20,11 +20,13 @@ import os
 
 from petlbench.benchmark import BENCHMARKS, Benchmark
 from petlbench.tables import (
+    REFERENCE_DIR,
     Column,
     Table,
     collapse_search,
     finished,
     protocol_note,
+    published as published_rows,  # (the name `published` is this package's module)
     recipe_notes,
     recipes_of,
     search_note,
@@ -32,7 +34,11 @@ from petlbench.tables import (
 )
 from petlbench.task import TASKS, ClassificationProtocol, Task
 
-from ..fewshot import row_fields, shot_curves, shot_rows  # the same split names, table by shots and curves
+from ..fewshot import (  # the same split names, table by shots and curves
+    row_fields as fewshot_row_fields,
+    shot_curves,
+    shot_rows,
+)
 from .data import (
     LAYOUTS,
     SEEDS,
@@ -45,6 +51,7 @@ from .data import (
     splits_of,
 )
 from .prompts import COOP_PROMPTS, PROMPT_SETS, prompt_templates
+from .published import read_published
 
 DATASETS = tuple(LAYOUTS)  # CoOp's order (its paper's Figure 3)
 
@@ -125,28 +132,44 @@ for _name, _lay in LAYOUTS.items():
 
 
 # --- results: the shots axis, the table by shots, the curves ----------------------------------------------------
-def shots_axis(shot: int, seed: int | None) -> dict:
+def shots_axis(shot: int, seed: int | None, task: Task | None = None) -> dict:
     """A sweep's `shots: [k, ...]` for a run of seed `seed` (1 when the sweep has no seeds): its k-shot training
-    split. Only the split (an index field of the tables): CoOp's epochs per shots (coop_epochs) are not set here,
-    since an axis is not told the task and ImageNet's differ; set `epochs` per sweep file."""
+    split and CoOp's epochs for the task's dataset at k shots (coop_epochs; a sweep file's own `epochs` wins).
+    Methods with their own procedure (Tip-Adapter, CaFo) take their epochs from their authors' configs."""
     split = fewshot_split(int(shot), int(seed if seed is not None else 1))
-    return {"train_split": split, "clean_train_split": split}
+    out: dict = {"train_split": split, "clean_train_split": split}
+    if task is not None:
+        out["epochs"] = coop_epochs(task.name.split("/", 1)[1], int(shot))
+    return out
 
 
-def shots_table(bench, frame, search: tuple[str, ...] = (), reference_dir: str | None = None,
+def row_fields(record: dict) -> dict:
+    """The few-shot family's shots and split seed of the training split; shots 0 for zero-shot CLIP, which reads
+    no training image (its row fills every shot column, as the published zero-shot rows do)."""
+    fields = fewshot_row_fields(record)
+    return {**fields, "shots": 0, "split_seed": None} if record.get("method") == "zeroshot" else fields
+
+
+def shots_table(bench, frame, search: tuple[str, ...] = (), reference_dir: str = REFERENCE_DIR,
                 results_dir: str | None = None) -> list[Table]:
     """Rows: (dataset section, variant); columns: 1..16 shots; a last section averages the 11 datasets (missing
-    where one is missing). No published rows: no CoOp numbers are in tasks/reference."""
+    where one is missing). Published rows (tasks/coop/published.py) sit beside the measured ones, labelled with
+    their backbone where it is not ViT-B/16; delta rows only under the same method and recipe."""
     ok = collapse_search(finished(frame, bench.name), search)
     columns = [Column(f"shot:{k}", f"{k}-shot", "Shots per class") for k in SHOTS]
     table = Table("coop", "CoOp's few-shot protocol (CLIP ViT-B/16): top-1 (%) vs shots per class", columns)
-    table.rows += shot_rows(ok, DATASETS, columns, f"average of {len(DATASETS)} datasets")
+    pub = published_rows(bench.name, reference_dir)
+    table.rows += shot_rows(ok, DATASETS, columns, f"average of {len(DATASETS)} datasets", pub)
     table.notes += [
         "CoOp's 11 datasets with its split files and its k-shot draw (Dassl's generate_fewshot_dataset after "
         "random.seed(seed)); a cell is the mean over split seeds (+- sample std); ImageNet's test is its val.",
-        "No published rows: CoOp's and its successors' numbers are not in tasks/reference yet.",
+        "Published rows: Tip-Adapter's exp.log (zero-shot CLIP, Tip-Adapter, Tip-Adapter-F, CLIP-Adapter) and "
+        "CaFo's exp.log and paper (CaFo; CoOp and linear-probe CLIP on ImageNet), CLIP RN50 as the label's "
+        "[RN50] says: not comparable with ViT-B/16 runs. Unlabelled: ViT-B/16, 16-shot ImageNet only (CaFo's "
+        "Table 7). A zero-shot number fills every shot column. Seeds averaged: not stated by the sources. CoOp's "
+        "own per-dataset numbers were not found in a readable source and are not shown.",
     ] + selection_note(ok) + protocol_note(ok, bench.data_source) + search_note(ok, search)
-    table.notes += recipe_notes(recipes_of(ok))
+    table.notes += recipe_notes(list(recipes_of(ok)) + list(pub["recipe"]))
     return [table]
 
 
@@ -157,7 +180,7 @@ def shots_plots(table, out_dir: str) -> list[str]:
 
 BENCHMARKS.add(Benchmark(
     "coop", "CoOp's few-shot CLIP protocol: 11 datasets, 1-16 shots", order=11,
-    columns=lambda: [(d, "") for d in DATASETS], tables=shots_table, plots=shots_plots,
+    columns=lambda: [(d, "") for d in DATASETS], published=read_published, tables=shots_table, plots=shots_plots,
     sweep_axes={"shots": shots_axis}, row_fields=row_fields,
     data_source="CoOp's split files (split_zhou_*.json; FGVC-Aircraft's variant lists; ImageNet's class folders), "
                 "k-shot sets drawn as CoOp/Dassl draw them (seeds 1-3)"))
