@@ -7,10 +7,12 @@
     petlbench sweep NAME|FILE              run a sweep (methods x tasks x seeds ...), skipping finished runs
     petlbench sweeps                       list the shipped sweeps (petlbench sweep vtab1k runs one by name)
     petlbench table / plot                 regenerate every table / plot from the result store alone
+    petlbench site [OUT_DIR]               the tables and plots as a static HTML site (results/site/)
     petlbench bench [--backbone NAME] ...  the efficiency table (params, GMACs, latency, memory; merged vs not)
     petlbench bench-train ...              training images/s of each method vs full fine-tuning
     petlbench <command> ...                commands benchmark families add (`petlbench --help` lists them)
     petlbench check-data --task T --data-root R   read every list of a task, open every file, check sizes
+    petlbench export RUN --merged DIR      a run's merged model as a timm folder (--peft DIR, --hub REPO)
 """
 from __future__ import annotations
 
@@ -66,28 +68,82 @@ def _check_device(device: str) -> None:
             raise PETLBenchError(f"--device {device}: no CUDA device is available here; use --device cpu")
 
 
+def _is_terminal(stream) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError, OSError):  # no isatty, or a closed stream
+        return False
+
+
 class _Bar:
-    """One tqdm bar per stage, on stderr."""
+    """What a person sees while a command works: one tqdm bar per stage, on `stream` (stderr), drawn only when
+    that stream is a terminal (a pipe or a log file gets no bar). A training run reports every micro-batch
+    (`step`, see engine.RunLog): its bar counts steps over the whole run, its ETA is tqdm's, and its postfix
+    holds the epoch, the epoch's mean loss so far, the learning rate, images per second (this epoch's, after its
+    first step) and the last evaluation's top-1s."""
 
-    def __init__(self, enabled: bool):
-        self.enabled, self.bar, self.stage = enabled, None, None
+    UNITS = {"train": "step", "decode": "img"}
 
-    def __call__(self, stage: str, done: int, total: int) -> None:
+    def __init__(self, enabled: bool, stream=None, min_interval: float = 0.1):
+        self.stream = sys.stderr if stream is None else stream
+        self.enabled, self.min_interval = enabled and _is_terminal(self.stream), min_interval
+        self.bar, self.stage, self.stepping = None, None, False
+        self.evaluated: dict[str, float] = {}
+        self.window: tuple[int, float, int] | None = None  # (epoch, time of its first step, images since)
+
+    def __call__(self, stage: str, done: int, total: int, info: dict | None = None) -> None:
         if not self.enabled:
             return
-        from tqdm import tqdm
+        if stage == self.stage and self.stepping:  # the epoch's report after its steps: only its evaluation is new
+            self.evaluated = {k: v for k, v in (info or {}).items() if k not in ("epoch", "loss", "lr")
+                              and isinstance(v, (int, float)) and not isinstance(v, bool)}
+            return
+        self._advance(stage, done, total)
 
-        if stage != self.stage:
+    def step(self, done: int, total: int, info: dict) -> None:
+        """One training step (engine.RunLog): the postfix renewed, the bar advanced (drawn at tqdm's interval)."""
+        if not self.enabled:
+            return
+        import time
+
+        if self._opens("train", done):
             self.close()
-            self.stage, self.bar = stage, tqdm(total=total, desc=stage, leave=False, file=sys.stderr)
+        now, epoch = time.perf_counter(), info["epoch"]
+        if self.window is None or self.window[0] != epoch:
+            self.window = (epoch, now, 0)
+        else:
+            self.window = (epoch, self.window[1], self.window[2] + info["images"])
+        _, since, images = self.window
+        text = f"epoch {epoch}, loss {info['loss']:.4g}, lr {info['lr']:.3g}"
+        if images and now > since:
+            text += f", {images / (now - since):.0f} img/s"
+        text += "".join(f", {k} {v:.2f}" for k, v in self.evaluated.items())
+        self._advance("train", done, total, text)
+        self.stepping = True
+
+    def _opens(self, stage: str, done: int) -> bool:
+        """Whether a report of `stage` at `done` starts a new bar: a new stage, or a new pass of this one."""
+        return self.bar is None or stage != self.stage or done < self.bar.n
+
+    def _advance(self, stage: str, done: int, total: int, postfix: str | None = None) -> None:
+        if self._opens(stage, done):
+            from tqdm import tqdm
+
+            self.close()
+            # initial=done: what was done before the first report is not counted as done in no time
+            self.stage, self.bar = stage, tqdm(total=total, initial=done, desc=stage, leave=False, file=self.stream,
+                                               unit=self.UNITS.get(stage, "it"), mininterval=self.min_interval,
+                                               dynamic_ncols=True, postfix=postfix)
+            return
+        if postfix is not None:
+            self.bar.set_postfix_str(postfix, refresh=False)
         self.bar.total = total
-        self.bar.n = done
-        self.bar.refresh()
+        self.bar.update(done - self.bar.n)
 
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
-            self.bar = None
+        self.bar, self.stage, self.stepping, self.evaluated, self.window = None, None, False, {}, None
 
 
 def cmd_benchmarks(args: argparse.Namespace) -> int:
@@ -260,16 +316,22 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 0
     data_root = _data_root_for(args.task, args.data_root)
     store, out = _store_and_out(args)
+    from .decode import reporting
+
     bar = _Bar(not args.quiet)
+    stored = None if args.force else store.get(spec.task.benchmark, spec.config_hash)
     try:
-        rec = execute(spec, data_root, store, out, force=args.force,
-                      progress=lambda stage, d, t, info: bar(stage, d, t))
+        with reporting(lambda d, t: bar("decode", d, t)):
+            rec = execute(spec, data_root, store, out, force=args.force, progress=bar)
     finally:
         bar.close()
     from . import distributed
 
     if not distributed.is_main():  # under torchrun every process returns the record; one line is enough
         return 0
+    if stored is not None and rec == stored:  # answered from the store (execute reruns one made on other data)
+        print(f"{rec['task']} {rec['method']}: already in the store (hash {rec['config_hash']}); --force to run "
+              f"again", file=sys.stderr)
     if rec.get("stage") == "search":  # a supernet method's search stage (nas.py): its sub-network, no test
         print(f"{rec['task']} {rec['method']}: searched sub-network {rec['nas']['arch']} ({rec['nas']['params']:,} "
               f"parameters as counted by the limit), {rec['metrics']['split']} top-1 {rec['value']:.2f}%; record "
@@ -361,7 +423,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
     bar = _Bar(not args.quiet)
     opts = {"partition": args.partition, "gpus": args.gpus, "cpus": args.cpus, "parallel": args.parallel,
-            "timeout_min": args.timeout_min, "wait": args.wait}
+            "timeout_min": args.timeout_min, "wait": args.wait, "account": args.account, "qos": args.qos,
+            "constraint": args.constraint, "mem": args.mem, "sbatch": args.sbatch or None}
     opts = {k: v for k, v in opts.items() if v is not None}
     try:
         from .config import parse_overrides
@@ -416,6 +479,23 @@ def cmd_plot(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     paths = write_plots(_frame(args), args.results, _search(args), args.reference)
     print(f"{len(paths)} plots under {args.results}/ in {time.perf_counter() - t0:.1f} s")
+    return 0
+
+
+def cmd_site(args: argparse.Namespace) -> int:
+    import time
+
+    from .site import write_site
+    from .store import ResultStore, StoreProblems
+
+    t0 = time.perf_counter()
+    out = args.out or os.path.join(args.results, "site")
+    problems = StoreProblems()
+    paths = write_site(ResultStore(args.store).records(problems), out, _search(args), args.reference, args.results,
+                       plots=not args.no_plots, problems=problems)
+    for path, why in problems.items:
+        print(f"petlbench: skipped unreadable record {path}: {why}", file=sys.stderr)
+    print(f"{len(paths)} files under {out}/ in {time.perf_counter() - t0:.1f} s: {os.path.join(out, 'index.html')}")
     return 0
 
 
@@ -484,6 +564,29 @@ def cmd_check_data(args: argparse.Namespace) -> int:
     return 1 if bad else 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from .export import export_merged, export_peft, find_source, hub_token, push
+
+    if not (args.merged or args.peft or args.hub):
+        raise ConfigError("export: say what to write: --merged DIR, --peft DIR and/or --hub REPO")
+    token = hub_token() if args.hub else None  # first: without one nothing is built, written or pushed
+    src = find_source(args.ref, args.store, args.out, args.weights)
+    done = ([export_merged(src, args.merged)] if args.merged else []) + (
+        [export_peft(src, args.peft)] if args.peft else []) + (
+        [push(src, args.hub, token, private=args.private)] if args.hub else [])
+    for e in done:
+        where = f"https://huggingface.co/{e.path}" if e.path == args.hub else e.path
+        if e.kind == "timm":
+            print(f"{where}: the merged model as a timm checkpoint (reloaded through timm, outputs within "
+                  f"{e.max_diff:.1e} of the tuned model's)")
+        elif e.kind == "tuned":
+            print(f"{where}: {src.meta['method']} does not merge here ({e.reason}): the tuned file and a README "
+                  "on loading it with petlbench")
+        else:
+            print(f"{where}: a PEFT adapter for timm's {src.backbone} (adapter_config.json, adapter_model.safetensors)")
+    return 0
+
+
 def _add_store_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--store", default=os.path.join("results", "store"), help="result store (default: %(default)s)")
     p.add_argument("--out", default=os.path.join("results", "runs"),
@@ -498,6 +601,7 @@ def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
     p.add_argument("--version", action="version", version=f"petlbench {__version__}")
+    p.add_argument("-v", "--verbose", action="store_true", help=_VERBOSE)
     sub = p.add_subparsers(dest="command", required=True)
     m = sub.add_parser("methods", help="list registered methods")
     m.set_defaults(func=cmd_methods)
@@ -562,12 +666,21 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--retry-failed", action="store_true", help="rerun runs recorded as failed")
     sw.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="an override on top of the file's (repeatable), e.g. --set weights=/ckpt/videomae.pth")
-    sw.add_argument("--executor", choices=["inline", "local", "slurm"], default="inline",
+    sw.add_argument("--executor", choices=["inline", "local", "slurm", "debug"], default="inline",
                     help="inline: one run after another here (default); local: submitit processes on this "
-                         "machine; slurm: a submitit job array, one GPU per run")
+                         "machine; slurm: a submitit job array, one job per run; debug: submitit's debug executor "
+                         "(the jobs in this process)")
     sw.add_argument("--partition", default=None, help="SLURM partition")
-    sw.add_argument("--gpus", type=int, default=None, help="GPUs per job (slurm default 1, local 0)")
-    sw.add_argument("--cpus", type=int, default=None, help="CPUs per job (slurm default 8, local 1)")
+    sw.add_argument("--account", default=None, help="SLURM account (sbatch --account)")
+    sw.add_argument("--qos", default=None, help="SLURM quality of service (sbatch --qos)")
+    sw.add_argument("--constraint", default=None, help="SLURM node features, e.g. a100 (sbatch --constraint)")
+    sw.add_argument("--mem", default=None, help="SLURM memory per node, e.g. 64G (sbatch --mem)")
+    sw.add_argument("--sbatch", action="append", default=[], metavar="KEY=VALUE",
+                    help="any other sbatch option, without its dashes (repeatable), e.g. --sbatch mail-type=END; "
+                         "a bare KEY is a flag (--sbatch exclusive)")
+    sw.add_argument("--gpus", type=int, default=None,
+                    help="GPUs per job, one process each, as one DDP run (slurm default 1, local 0)")
+    sw.add_argument("--cpus", type=int, default=None, help="CPUs per process (slurm default 8, local 1)")
     sw.add_argument("--parallel", type=int, default=None, help="jobs running at once (default 16)")
     sw.add_argument("--timeout-min", type=int, default=None, help="job time limit in minutes (default 1440)")
     sw.add_argument("--wait", action="store_true", default=None, help="slurm: wait for the jobs and summarise")
@@ -584,6 +697,15 @@ def build_parser() -> argparse.ArgumentParser:
                              "by each run's selection rule, and the footer names the choices")
         tp.add_argument("--reference", default=None, help="folder of published CSVs (default: the shipped copy)")
         tp.set_defaults(func=func)
+    si = sub.add_parser("site", help="every table and plot as a static HTML site, from the result store")
+    si.add_argument("out", nargs="?", default=None, metavar="OUT_DIR", help="site folder (default: RESULTS/site)")
+    si.add_argument("--store", default=os.path.join("results", "store"), help="result store (default: %(default)s)")
+    si.add_argument("--results", default="results",
+                    help="results folder: its efficiency/ CSVs get a page (default: %(default)s)")
+    si.add_argument("--search", default="", metavar="KEYS", help="as for `petlbench table`")
+    si.add_argument("--reference", default=None, help="folder of published CSVs (default: the shipped copy)")
+    si.add_argument("--no-plots", action="store_true", help="tables only (faster; no matplotlib needed)")
+    si.set_defaults(func=cmd_site)
     b = sub.add_parser("bench", help="efficiency table: params, GMACs, latency, memory; merged vs unmerged")
     b.add_argument("--backbone", default="vit_base_patch16_224", help="timm model name (default: %(default)s)")
     b.add_argument("--methods", default="all", help="comma-separated method names, or 'all' (default)")
@@ -629,7 +751,25 @@ def build_parser() -> argparse.ArgumentParser:
     cd.add_argument("--show", type=int, default=10, help="bad files named per split (default: %(default)s)")
     cd.add_argument("--quiet", action="store_true", help="no progress bars")
     cd.set_defaults(func=cmd_check_data)
+    ex = sub.add_parser("export", help="a run's tuned model out: merged as a timm checkpoint folder, on the Hugging "
+                                       "Face Hub, or as a PEFT adapter (docs/export.md)")
+    ex.add_argument("ref", metavar="RUN", help="a tuned .safetensors file, a record's .json file or a config hash")
+    ex.add_argument("--merged", metavar="DIR", help="write the merged model as a timm folder (a configuration that "
+                                                   "does not merge: its tuned file and a loader note)")
+    ex.add_argument("--peft", metavar="DIR", help="write a lora or peft run as a PEFT adapter folder")
+    ex.add_argument("--hub", metavar="REPO", help="push the merged model with timm's hub helpers (needs HF_TOKEN or "
+                                                 "`hf auth login`)")
+    ex.add_argument("--private", action="store_true", help="--hub: create the repository private")
+    ex.add_argument("--weights", default=None,
+                    help="the backbone weights the run was tuned on, as the run's weights=... (default: its record's)")
+    _add_store_args(ex)
+    ex.set_defaults(func=cmd_export)
+    for command in sub.choices.values():  # -v after the command too; SUPPRESS: not resetting one given before it
+        command.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help=_VERBOSE)
     return p
+
+
+_VERBOSE = "show the library's INFO log on stderr (an evaluation's top-1s, skipped runs, ...)"
 
 
 class _Terminated(KeyboardInterrupt):
@@ -646,12 +786,19 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.argv = argv
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    # -v: the library's INFO lines (petlbench.* only; other libraries stay at WARNING), printed above the bars
+    logging.getLogger("petlbench").setLevel(logging.INFO if args.verbose else logging.NOTSET)
     try:
         previous = signal.signal(signal.SIGTERM, _on_sigterm)
     except ValueError:  # not the main thread (main() called from a thread): leave signals alone
         previous = None
     try:
-        return args.func(args)
+        if not args.verbose:
+            return args.func(args)
+        from tqdm.contrib.logging import logging_redirect_tqdm
+
+        with logging_redirect_tqdm():
+            return args.func(args)
     except PETLBenchError as e:
         print(f"petlbench: error: {e}", file=sys.stderr)
         return 2

@@ -1,9 +1,11 @@
 """One run on several processes (GPUs) through torchrun and DistributedDataParallel.
 
 petlbench launches nothing: `torchrun --nproc_per_node N -m petlbench.cli run ...` starts the processes and
-sets RANK, WORLD_SIZE, LOCAL_RANK and MASTER_ADDR/PORT; `setup` joins them into one process group. Without
-those variables (or with WORLD_SIZE=1) every helper here is the one-process identity: rank 0 of 1, sums
-returned as given, barriers that return at once, so single-process runs take exactly the old code path.
+sets RANK, WORLD_SIZE, LOCAL_RANK and MASTER_ADDR/PORT; `setup` joins them into one process group. A submitit job
+of N tasks (`petlbench sweep --executor slurm|local --gpus N`) is the other launcher: `from_submitit_job` turns
+submitit's job environment into the same variables. Without them (or with WORLD_SIZE=1) every helper here is the
+one-process identity: rank 0 of 1, sums returned as given, barriers that return at once, so single-process runs
+take exactly the old code path.
 """
 from __future__ import annotations
 
@@ -27,6 +29,27 @@ def launched() -> bool:
 def local_rank() -> int:
     """This process's index on its machine (LOCAL_RANK; 0 when not launched): the GPU it takes."""
     return int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def from_submitit_job() -> bool:
+    """In a submitit job of several tasks (SLURM's `--ntasks-per-node`, or the local executor's `tasks_per_node`),
+    export torchrun's variables (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR/PORT) from submitit's job environment
+    (`submitit.helpers.TorchDistributedEnvironment`: the first host of the job as master, a port drawn from the job
+    id), so that `launched` and `setup` treat the job as a torchrun launch. CUDA_VISIBLE_DEVICES is left alone: each
+    task sees the node's GPUs and takes cuda:LOCAL_RANK, as under torchrun (engine.resolve_device); hiding all but
+    one would leave LOCAL_RANK naming a GPU the task cannot see. The job's own layout overwrites variables the
+    submitting shell may have set. Returns whether it exported (False: one task, or not in a submitit job)."""
+    import submitit
+    from submitit.helpers import TorchDistributedEnvironment
+
+    try:
+        env = submitit.JobEnvironment()
+    except RuntimeError:  # not inside a submitit job (the callable called directly)
+        return False
+    if env.num_tasks <= 1:
+        return False
+    TorchDistributedEnvironment().export(set_cuda_visible_devices=False, overwrite=True)
+    return True
 
 
 def is_distributed() -> bool:

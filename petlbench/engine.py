@@ -5,7 +5,9 @@
                                       (batches.py); autocast (fp16: with a GradScaler)
             loss / grad_accum -> backward; every grad_accum micro-batches: optimizer step
             non-finite loss -> NonFiniteLoss (the run is recorded as failed, with the reason)
-        every epoch:                  one JSON line (epoch, lr, loss; top-1s when it evaluated)
+            the step's progress       (RunLog: for a progress object with a `step` method; no device sync)
+        every epoch:                  one JSON line (epoch, lr, loss; top-1s when it evaluated); with log=tensorboard
+                                      the same scalars as TensorBoard events
         evaluation epochs:            top-1 on each evaluation set (EvalPlan: RepAdapter's or NOAH's cadence), the
                                       selected evaluation's tuned tensors kept
         after each evaluation:        a resume state (resume.py), written atomically
@@ -20,14 +22,16 @@ the global batch), losses and accuracies are summed over ranks, and only rank 0 
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
 import logging
 import math
+import os
 import random
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -78,10 +82,13 @@ class Execution:
     num_workers: int = -1  # decode workers; -1: min(8, cpus)
     on_bad_image: Literal["fail", "skip"] = "fail"  # an image that does not decode: stop, or skip and count
     data_on_device: Literal["auto", "yes", "no"] = "auto"  # keep decoded uint8 splits on the GPU when they fit
+    log: Literal["jsonl", "tensorboard"] = "jsonl"  # tensorboard: the JSON lines' scalars also as TensorBoard events
 
     def validate(self) -> str | None:
         if self.grad_accum < 1:
             return f"grad_accum must be positive, got {self.grad_accum}"
+        if self.log == "tensorboard" and importlib.util.find_spec("tensorboard") is None:
+            return "log=tensorboard needs the tensorboard package: pip install 'petlbench[tensorboard]'"
         return None
 
 
@@ -187,17 +194,52 @@ class EvalPlan:
 
 @dataclass
 class RunLog:
-    """Where a run reports: one JSON line per epoch at `path` (rank 0 only), an INFO line per evaluation, and
-    `progress(stage, done, total, info)` after each epoch."""
+    """Where a run reports: one JSON line per epoch at `path` (rank 0 only), with `tensorboard` the same
+    scalars as TensorBoard events in the folder `events_dir` beside it, an INFO line per evaluation, and
+    `progress(stage, done, total, info)` after each epoch.
+
+    A `progress` object that also has a method `step(done, total, info)` is told after every micro-batch: `done`
+    and `total` count micro-batches over the whole run, `info` holds the epoch, the epoch's mean loss so far, the
+    learning rate and the micro-batch's images (over all processes). These are numbers the loop holds already,
+    so reporting a step costs no device synchronisation."""
 
     path: str | None = None
     progress: Callable[[str, int, int, dict], None] | None = None
+    tensorboard: bool = False
+    _writer: Any = field(default=None, init=False, repr=False)
+
+    @property
+    def events_dir(self) -> str | None:
+        """The TensorBoard folder: `<stem>.tb` beside `<stem>.log.jsonl`; None without a path."""
+        if not self.path:
+            return None
+        stem = self.path[:-len(".log.jsonl")] if self.path.endswith(".log.jsonl") else os.path.splitext(self.path)[0]
+        return stem + ".tb"
 
     def epoch(self, info: dict) -> None:
-        """The epoch's JSON line."""
+        """The epoch's JSON line (and its TensorBoard scalars: train/loss, train/lr, top1/<evaluation set>)."""
         if self.path and distributed.is_main():
             with open(self.path, "a", encoding="utf-8") as f:
                 f.write(json.dumps(info) + "\n")
+            if self.tensorboard:
+                self._scalars(info)
+
+    def _scalars(self, info: dict) -> None:
+        if self._writer is None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._writer = SummaryWriter(self.events_dir)
+        for key, value in info.items():
+            if key != "epoch" and isinstance(value, (int, float)) and not isinstance(value, bool):
+                tag = f"train/{key}" if key in ("loss", "lr") else f"top1/{key}"
+                self._writer.add_scalar(tag, value, info["epoch"])
+        self._writer.flush()  # each epoch on disk, as its JSON line is: a killed run keeps what it logged
+
+    def close(self) -> None:
+        """Close the TensorBoard writer, if one was opened."""
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
 
     def evaluated(self, info: dict) -> None:
         """The evaluation's INFO line."""
@@ -248,6 +290,7 @@ def fit(model: nn.Module, batches: Iterable, plan: EvalPlan, recipe: OptimRecipe
     par = distributed.DataParallel(model, device)  # par.net trains; `model` is what is evaluated and saved
     forward, autocast = torch.compile(par.net) if ex.compile else par.net, autocast_for(device, ex.amp)
     run_log, result, t_start = run_log or RunLog(), TrainResult(), time.perf_counter()
+    report_step = getattr(run_log.progress, "step", None)  # per-step progress, for a progress object that asks
     start = resume.restore(model, optim, result, batches, device) if resume else 0
     for epoch in range(start, recipe.total_epochs):
         optim.start_epoch(epoch)
@@ -257,7 +300,7 @@ def fit(model: nn.Module, batches: Iterable, plan: EvalPlan, recipe: OptimRecipe
         t0, loss_sum, n_batches = time.perf_counter(), 0.0, 0
         for i, (x, y) in enumerate(batches):
             x, y = augment.prepare(x, y)
-            n_local = len(x)  # this rank's samples; n (below): the micro-batch's, over all ranks
+            n_local, n = len(x), 0  # this rank's samples; n: the micro-batch's, over all ranks
             step = (i + 1) % ex.grad_accum == 0 or i + 1 == len(batches)
             if par.joins(n_local):
                 x, y = par.pad(x, y)
@@ -274,6 +317,9 @@ def fit(model: nn.Module, batches: Iterable, plan: EvalPlan, recipe: OptimRecipe
                 result.images_seen += n_local
             if step:
                 optim.step()
+            if report_step:
+                report_step(epoch * len(batches) + i + 1, recipe.total_epochs * len(batches),
+                            {"epoch": epoch + 1, "loss": loss_sum / max(1, n_batches), "lr": optim.lr, "images": n})
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         result.train_seconds += time.perf_counter() - t0
@@ -288,6 +334,7 @@ def fit(model: nn.Module, batches: Iterable, plan: EvalPlan, recipe: OptimRecipe
                             wall_seconds=result.earlier_seconds + time.perf_counter() - t_start)
             run_log.evaluated(info)
         run_log.done(epoch + 1, recipe.total_epochs, info)
+    run_log.close()
     result.images_seen = par.total(result.images_seen)
     return result
 
@@ -310,6 +357,7 @@ def train(model: nn.Module, train_batches: Iterable, evals: list[EvalSet], *, ep
                          warmup_lr, min_lr, cooldown_epochs)
     augment = BatchAugment(normalize, random_erasing, re_mode, re_count, mixup, cutmix, label_smoothing,
                            num_classes)
+    execution = execution or Execution()
     return fit(model, train_batches, EvalPlan(evals, eval_every, eval_phase, select_on), recipe, augment,
-               execution or Execution(), RunLog(log_path, progress),
+               execution, RunLog(log_path, progress, tensorboard=execution.log == "tensorboard"),
                ResumeFile(resume_path, resume) if resume_path else None)

@@ -13,7 +13,7 @@ import torch
 from . import distributed
 from .benchmark import of as benchmark_of
 from .data import DataError, Sample
-from .decode import ImageDataset, collate_skip, decode_all
+from .decode import ImageDataset, collate_skip, decode_all_cached, decode_cache_dir
 from .engine import EvalSet, Execution, TensorBatches, evaluate
 from .errors import ConfigError
 from .task import TASKS, ClassificationProtocol, Task
@@ -225,7 +225,8 @@ class LoaderBatches:
 def load_split(task: Task, root: str, split: str, p: ClassificationProtocol, ex: Execution, train_mode: bool, device,
                samples: list[Sample] | None = None):
     """Batches of one split: augmented per epoch through workers, or decoded once into uint8 tensors (kept on
-    the GPU when asked or when they fit comfortably). `samples`: the split's samples if already read.
+    the GPU when asked or when they fit comfortably; cached on disk, `decode.decode_all_cached`, unless
+    PETLBENCH_DECODE_CACHE=off). `samples`: the split's samples if already read.
 
     In a distributed run every process decodes the whole split and takes its share of each batch: a train
     batch is p.batch_size over all processes (each grad_accum micro-batches), an eval batch
@@ -247,9 +248,10 @@ def load_split(task: Task, root: str, split: str, p: ClassificationProtocol, ex:
         ds = ImageDataset(samples, train_transform(p), ex.on_bad_image)
         return LoaderBatches(ds, bs // world, True, loader_workers(ex), p.seed, drop_last=p.drop_last,
                              drop_single=True), ds.bad
-    # Decoded once: the train split as the test transform (no augmentation), or an evaluation split.
-    data = decode_all(samples, p.img_size, p.interpolation, ex.on_bad_image, loader_workers(ex),
-                      crop_pct=p.test_crop_pct)
+    # Decoded once: the train split as the test transform (no augmentation), or an evaluation split; once per
+    # machine through the decode cache, so the runs of a sweep that read one split decode it once between them.
+    data = decode_all_cached(samples, p.img_size, p.interpolation, ex.on_bad_image, loader_workers(ex),
+                             crop_pct=p.test_crop_pct, cache_dir=decode_cache_dir())
     on_device = ex.data_on_device == "yes" or (
         ex.data_on_device == "auto" and device.type == "cuda"
         and data.images.numel() < 0.25 * torch.cuda.mem_get_info(device)[0])

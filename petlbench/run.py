@@ -161,7 +161,8 @@ def execute(spec: RunSpec, data_root: str, store: ResultStore, out_dir: str, for
                   BatchAugment(norm, random_erasing=p.random_erasing if augmented(p) else 0.0, re_mode=p.re_mode,
                                re_count=p.re_count, mixup=p.mixup, cutmix=p.cutmix,
                                label_smoothing=p.label_smoothing, num_classes=task.num_classes),
-                  ex, RunLog(stem + ".log.jsonl", progress), ResumeFile(stem + ".resume.pt", read=not force))
+                  ex, RunLog(stem + ".log.jsonl", progress, tensorboard=ex.log == "tensorboard"),
+                  ResumeFile(stem + ".resume.pt", read=not force))
     except (NonFiniteLoss, RuntimeError, DataError) as e:
         record.update(status="failed", reason=f"{type(e).__name__}: {e}",
                       traceback=traceback.format_exc(limit=5), seconds=round(time.perf_counter() - t0, 1))

@@ -20,8 +20,14 @@ command exits non-zero. Tasks whose data is absent (no dataset folder, no list f
 each. A run being trained by another process (a second sweep on the same store) is skipped: each run holds a
 lock file, `<store>/<benchmark>/.<config hash>.lock`, created with O_CREAT | O_EXCL and holding the owner's pid
 and host; a lock whose owner is dead (same host), or that its owner stopped refreshing, is taken over.
-Scale-out is submitit's: `executor="local"` (processes on this machine) or `"slurm"` (a job array, one GPU per
-run); multi-GPU single runs are `torchrun ... -m petlbench.cli run` (see README). No scheduler is written here.
+Scale-out is submitit's: `executor="local"` (processes on this machine), `"slurm"` (a job array, one job per run)
+or `"debug"` (submitit's debug executor: every job in this process, one after another, for a debugger). A job
+of `gpus` N > 1 starts N processes (SLURM tasks), which join one DistributedDataParallel run
+(`distributed.from_submitit_job`); rank 0 takes the run's lock and writes its files. A job that SLURM preempts,
+or whose time limit comes, is requeued by submitit (`SweepJob.checkpoint`) and continues from the run's resume
+state (resume.py: the last evaluation). Account, partition, QoS, constraint, memory and any other sbatch option
+pass through to sbatch (`executor_parameters`). No scheduler is written here; `torchrun ... -m petlbench.cli run`
+is the other way to train one run on several GPUs.
 """
 from __future__ import annotations
 
@@ -354,21 +360,34 @@ def run_one(task: str, method: str, overrides: dict[str, Any], data_root: str, s
             retry_failed: bool = False) -> tuple[str, str]:
     """Run one planned run unless the store has it or another process holds its lock; record any failure.
     Returns (status, reason): status "ran", "failed", "done", "failed_before" or "busy". Top-level and
-    picklable: submitit calls it in a job."""
+    picklable: submitit calls it in a job (`SweepJob`). Called by every process of a multi-process job (torchrun's
+    variables set), it joins their process group first; rank 0 alone takes the lock and reads the store, and
+    every rank follows its decision."""
+    from . import distributed
+    from .engine import resolve_device
     from .run import execute, record_failure, resolve
 
     store = ResultStore(store_root)
     spec = resolve(task, method, overrides)
-    lock = RunLock(lock_path(store_root, spec.task.benchmark, spec.config_hash))
+    if distributed.launched():  # one group before deciding, so that no rank trains alone or waits for none
+        distributed.setup(resolve_device(spec.execution.device))
+    lock: RunLock | None = None
+    verdict, done = None, None
+    if distributed.is_main():
+        lock = RunLock(lock_path(store_root, spec.task.benchmark, spec.config_hash))
+        try:
+            if not lock.acquire():
+                verdict, lock = ("busy", f"locked by {lock.holder() or 'another process'} ({lock.path})"), None
+        except OSError:  # a store that cannot hold a lock cannot hold the record: execute says why, in one line
+            lock = None
+        if verdict is None:
+            done = store.get(spec.task.benchmark, spec.config_hash)  # read under the lock: finished meanwhile?
+            if done is not None and done.get("status") != "ok" and not retry_failed:
+                verdict = ("failed_before", done.get("reason", ""))
+    verdict, done = distributed.broadcast_object((verdict, done))
     try:
-        if not lock.acquire():
-            return "busy", f"locked by {lock.holder() or 'another process'} ({lock.path})"
-    except OSError:  # a store that cannot hold a lock cannot hold the record: execute says why, in one line
-        lock = None
-    try:
-        done = store.get(spec.task.benchmark, spec.config_hash)  # read under the lock: finished meanwhile?
-        if done is not None and done.get("status") != "ok" and not retry_failed:
-            return "failed_before", done.get("reason", "")
+        if verdict is not None:
+            return verdict
         try:  # execute returns a finished record only if it was made on this data; on other data it reruns
             if execute(spec, data_root, store, out_dir) == done:
                 return "done", ""
@@ -408,7 +427,8 @@ def run_sweep(path: str, data_root: str | None, store_root: str, out_dir: str, *
               on_line: Callable[[str], None] | None = None, extra: dict[str, Any] | None = None) -> SweepSummary:
     """Expand `path` and run what the store lacks. executor: "inline" (this process, one run after another),
     "local" (submitit processes on this machine), "slurm" (a submitit job array; returns after submitting
-    unless executor_options["wait"])."""
+    unless executor_options["wait"]), "debug" (submitit's debug executor: the jobs in this process).
+    executor_options: see `executor_parameters`, plus "folder" (submitit's logs) and "wait"."""
     say = on_line or (lambda line: None)
     sweep = load_sweep(path)
     if extra:  # `petlbench sweep --set KEY=VALUE`: on top of the file's overrides (e.g. a checkpoint path)
@@ -519,39 +539,110 @@ def _count(summary: SweepSummary, r: PlannedRun, status: str, reason: str, say: 
         summary.failed_before += 1
 
 
+EXECUTORS = ("inline", "local", "slurm", "debug")
+# opts key -> submitit's AutoExecutor parameter, passed as given to sbatch (`--account=...`); submitit names them
+# after sbatch's options (submitit/slurm/slurm.py, _make_sbatch_string's arguments)
+SLURM_OPTIONS = {"partition": "slurm_partition", "account": "slurm_account", "qos": "slurm_qos",
+                 "constraint": "slurm_constraint", "mem": "slurm_mem"}
+
+
+def sbatch_options(items: list[str] | dict[str, Any] | None) -> dict[str, Any]:
+    """`--sbatch KEY=VALUE` items (repeatable; a bare KEY is a flag, `--sbatch exclusive` -> `#SBATCH --exclusive`)
+    as submitit's `slurm_additional_parameters`, which it writes as `#SBATCH --KEY=VALUE` after its own, so that
+    one given here wins. A mapping is taken as it is. ConfigError for an item without a key."""
+    if isinstance(items, dict):
+        return dict(items)
+    out: dict[str, Any] = {}
+    for item in items or ():
+        key, eq, value = str(item).partition("=")
+        key = key.strip().lstrip("-")
+        if not key:
+            raise ConfigError(f"--sbatch {item!r}: expected KEY=VALUE (an sbatch option without its dashes, e.g. "
+                              "--sbatch mail-type=END) or KEY for a flag (--sbatch exclusive)")
+        out[key] = value if eq else True
+    return out
+
+
+def executor_parameters(executor: str, opts: dict[str, Any]) -> dict[str, Any]:
+    """submitit AutoExecutor parameters for a sweep's jobs from the CLI's options (`opts`: gpus, cpus, parallel,
+    timeout_min, and for SLURM partition, account, qos, constraint, mem, sbatch). A job of `gpus` N starts N
+    processes (tasks) with N GPUs on one node, `cpus` CPUs each (SLURM: 1 GPU and 8 CPUs by default; local: no
+    GPU, 1 CPU, one process unless gpus > 1). The SLURM-only options are left out for the other executors."""
+    gpus = int(opts.get("gpus", 1 if executor == "slurm" else 0))
+    if gpus < 0:
+        raise ConfigError(f"--gpus {gpus}: expected 0 or more GPUs per job")
+    params: dict[str, Any] = {"timeout_min": int(opts.get("timeout_min", 24 * 60)),
+                              "gpus_per_node": gpus, "tasks_per_node": max(gpus, 1),
+                              "cpus_per_task": int(opts.get("cpus", 8 if executor == "slurm" else 1))}
+    if executor == "slurm":
+        params.update(nodes=1, slurm_array_parallelism=int(opts.get("parallel", 16)))
+        params.update({name: opts[key] for key, name in SLURM_OPTIONS.items() if opts.get(key)})
+        extra = sbatch_options(opts.get("sbatch"))
+        if extra:
+            params["slurm_additional_parameters"] = extra
+    else:
+        params["slurm_array_parallelism"] = int(opts.get("parallel", 16))
+    return params
+
+
+class SweepJob:
+    """The callable of one submitit job: `job(*args)` is `fn(*args)` (run_one, or search.search_one) in every
+    process of the job, after `distributed.from_submitit_job` has given a job of several tasks torchrun's
+    variables. Requeue-able: submitit calls `checkpoint(*args)` on rank 0 when SLURM signals a preemption or the
+    coming time limit (it requeues a callable that has a `checkpoint` method: submitit/core/job_environment.py
+    SignalHandler.checkpoint_and_try_requeue), and runs what it returns once the job starts again. Nothing needs
+    carrying: the run's resume state (resume.py, written after every evaluation) is the checkpoint, so the same
+    call continues the run from its last evaluation. The lock is released on the way out (submitit exits the job
+    with SystemExit after requeueing, and run_one releases the lock in a `finally`)."""
+
+    def __init__(self, fn: Callable[..., tuple[str, str]]):
+        self.fn = fn
+
+    def __call__(self, *args: Any) -> tuple[str, str]:
+        from . import distributed
+
+        distributed.from_submitit_job()
+        return self.fn(*args)
+
+    def checkpoint(self, *args: Any):
+        """The same call, as a submitit DelayedSubmission to run when the job is requeued."""
+        from submitit.helpers import DelayedSubmission
+
+        return DelayedSubmission(SweepJob(self.fn), *args)
+
+    def __repr__(self) -> str:
+        return f"SweepJob({getattr(self.fn, '__qualname__', self.fn)})"
+
+
 def _submit(pending: list[PlannedRun], summary: SweepSummary, data_root: str | None, store_root: str, out_dir: str,
             retry_failed: bool, executor: str, opts: dict[str, Any], say: Callable[[str], None],
             job: Callable = run_one, extra: tuple = ()) -> SweepSummary:
     """Run `pending` as a submitit job array: one job per run (`job`: run_one, or search.search_one with the
-    space in `extra`), one GPU each on SLURM."""
+    space in `extra`), with the parameters of `executor_parameters`."""
+    if executor not in EXECUTORS:
+        raise ConfigError(f"executor {executor!r}: expected one of {', '.join(EXECUTORS)}"
+                          f"{did_you_mean(executor, EXECUTORS)}")
     try:
         import submitit
     except ImportError:
-        raise PETLBenchError("--executor local/slurm needs submitit: pip install submitit "
+        raise PETLBenchError(f"--executor {executor} needs submitit: pip install submitit "
                              "(or pip install -e '.[slurm]')") from None
+    params = executor_parameters(executor, opts)  # bad options fail before anything is submitted
     if not pending:
         return summary
     folder = opts.get("folder") or os.path.join(out_dir, "submitit", "%j")
-    ex = submitit.AutoExecutor(folder=folder, cluster="local" if executor == "local" else "slurm")
-    params: dict[str, Any] = {"timeout_min": int(opts.get("timeout_min", 24 * 60)),
-                              "slurm_array_parallelism": int(opts.get("parallel", 16))}
-    if executor == "slurm":
-        params.update(gpus_per_node=int(opts.get("gpus", 1)), cpus_per_task=int(opts.get("cpus", 8)),
-                      nodes=1, tasks_per_node=1)
-        if opts.get("partition"):
-            params["slurm_partition"] = opts["partition"]
-    else:
-        params.update(gpus_per_node=int(opts.get("gpus", 0)), cpus_per_task=int(opts.get("cpus", 1)))
+    ex = submitit.AutoExecutor(folder=folder, cluster=executor)
     ex.update_parameters(**params)
     args = [(r.task, r.method, r.overrides, *extra, data_root, store_root, out_dir, retry_failed) for r in pending]
-    jobs = ex.map_array(job, *zip(*args))
-    summary.submitted = [j.job_id for j in jobs]
-    say(f"submitted {len(jobs)} jobs ({executor}); logs under {folder.replace('%j', '<job id>')}")
+    jobs = ex.map_array(SweepJob(job), *zip(*args))
+    summary.submitted = [str(j.job_id) for j in jobs]
+    say(f"submitted {len(jobs)} jobs ({executor}, {params['tasks_per_node']} process"
+        f"{'es' if params['tasks_per_node'] > 1 else ''} each); logs under {folder.replace('%j', '<job id>')}")
     if executor == "slurm" and not opts.get("wait"):
         return summary
     for r, job in zip(pending, jobs):
         try:
-            status, reason = job.result()
+            status, reason = job.results()[0]  # rank 0's; every rank returns the same (run_one broadcasts)
         except Exception as e:  # the job itself died (killed, out of memory): not recorded by run_one
             status, reason = "failed", f"job {job.job_id}: {type(e).__name__}: {str(e).splitlines()[-1][:300]}"
         _count(summary, r, status, reason, say)

@@ -10,8 +10,8 @@
 # domain generalization (the shipped sweeps, tasks/sweeps/*.yaml, by name: `petlbench sweep vtab1k`; a task
 # whose data is absent is skipped with one line), video (given the VideoMAE checkpoint), ADE20K segmentation
 # (the seg sweep), CLIP on CoOp's 11 datasets (coop_zeroshot and coop sweeps, from --coop-root, default the
-# data root; CaFo too when --dino-weights names DINO's ResNet-50 checkpoint), then `petlbench table` and
-# `petlbench plot`.
+# data root; CaFo too when --dino-weights names DINO's ResNet-50 checkpoint), then `petlbench table`,
+# `petlbench plot` and `petlbench site` (the HTML pages, $RESULTS/site/index.html).
 # Killed at any point, the same command finishes the job. Exit status 1 when a run failed (it is recorded,
 # with its reason, and the tables are still written).
 set -euo pipefail
@@ -98,4 +98,5 @@ fi
 step "tables and plots"
 "$PB" table --store "$STORE" --results "$RESULTS"
 "$PB" plot --store "$STORE" --results "$RESULTS"
+"$PB" site "$RESULTS/site" --store "$STORE" --results "$RESULTS"
 exit $STATUS

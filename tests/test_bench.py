@@ -24,7 +24,7 @@ def table():
 
 
 def test_rows_and_counts(table):
-    mergeable_with_modules = {"lora", "repadapter", "ssf", "fact_tt", "fact_tk", "kadaptation"}
+    mergeable_with_modules = {"lora", "repadapter", "ssf", "fact_tt", "fact_tk", "kadaptation", "peft"}
     vit = [m for m in petlbench.list_methods() if "vit" in petlbench.get_method(m).families]
     assert "conv_adapter" not in vit  # a method without the family's sites is not measured on it
     assert set(zip(table.method, table.form)) == {("plain", "plain")} | {

@@ -13,6 +13,7 @@ from tiny import randomize_trainable
 VIT_B_COUNTS = [
     ("repadapter", {"dim": 8, "groups": 2, "where": "both"}, 239_808, 221_184),
     ("lora", {"rank": 8}, 294_912, 294_912),
+    ("peft", {}, 294_912, 294_912),
     ("adapter", {"dim": 8}, 156_768, 156_768),
     # AdaptFormer 12 * (2*768*h + h + 768): h=64 1.19M as V-PETL prints it for ViT-B (tasks/reference/
     # video_published.csv); h=8 the 0.16M of the VTAB row reprinted by FacT/RepAdapter
