@@ -783,7 +783,14 @@ def _on_sigterm(signum, frame):
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    # KEY=VALUE overrides after an option (`run --task T --method M lr=0.1 --force wd=0`): argparse takes one run of
+    # positionals only, so the later ones come back here and join the overrides, in the order given
+    if extra and hasattr(args, "overrides") and all("=" in x and not x.startswith("-") for x in extra):
+        args.overrides, extra = list(args.overrides) + extra, []
+    if extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     args.argv = argv
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     # -v: the library's INFO lines (petlbench.* only; other libraries stay at WARNING), printed above the bars

@@ -475,6 +475,7 @@ def _run_searches(runs: list[PlannedRun], space, summary: SweepSummary, data_roo
     for r in runs:
         if finished(r.task, r.method, r.overrides, space, store_root):
             summary.already_done += 1
+            log.info("%s: its search is already in the store, skipped", r.describe())
         elif _data_present(r.task, data_root, absent, summary, say):
             pending.append(r)
     if executor != "inline":
@@ -503,6 +504,7 @@ def _pending_runs(runs: list[PlannedRun], store: ResultStore, data_root: str | N
         if done is not None and done.get("status") == "ok":
             if _same_data(r, store, data_root, data):
                 summary.already_done += 1
+                log.info("%s: already in the store (hash %s), skipped", r.describe(), r.config_hash)
                 continue
         elif done is not None and not retry_failed:
             summary.failed_before += 1

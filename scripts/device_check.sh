@@ -60,7 +60,7 @@ if [ "$DRY" = 1 ]; then
     # the mini ViT (32 px, 0.8M parameters) instead of ViT-B/16; a tiny VTAB-format folder
     N_TRAIN=16; N_TEST=8; SIZE=32; BATCH=8
     RUN_KEYS=(backbone=petlbench_vit_mini img_size=32 num_workers=0 eval_batch_size=8)
-    EST_KEYS=(vit_tiny_patch16_224 2 2 1)  # backbone, batch, eval batch, steps
+    EST_KEYS=(--backbone vit_tiny_patch16_224 --batch-size 2 --eval-batch-size 2 --steps 1)
     BENCH_KEYS=(--backbone petlbench_vit_mini --img-size 32 --methods repadapter --batch-sizes 1,4 --min-time 0.05
                 --min-repeats 1)
     export TORCH_COMPILE_DISABLE=1  # the compile=true runs take the same path, uncompiled: the CPU compiler is slow
@@ -110,19 +110,8 @@ if ! grep -q '^environment,ok' "$OUT/steps.csv"; then  # no CUDA (or no torch): 
     exit 1
 fi
 
-if [ "$DRY" = 1 ]; then  # estimate-vtab always builds ViT-B/16; the toy size calls its function with a tiny ViT
-    step estimate "$PY" - "$OUT/estimate" "${EST_KEYS[@]}" <<'EOF'
-import json, os, sys
-from petlbench.measure import time_estimate
-from petlbench.tasks.vtab import estimate_sizes
-out, backbone, bs, ebs, steps = sys.argv[1:]
-est = time_estimate(estimate_sizes(), "repadapter", "cpu", "auto", int(bs), int(ebs), steps=int(steps), backbone=backbone)
-os.makedirs(out, exist_ok=True)
-json.dump(est, open(os.path.join(out, "vtab_estimate_repadapter_cpu.json"), "w"), indent=1)
-EOF
-else
-    step estimate "$PY" -m petlbench estimate-vtab --device cuda --out "$OUT/estimate" --quiet
-fi
+# the same command both ways; the dry run at toy size (a tiny ViT, batch 2, one timed step)
+step estimate "$PY" -m petlbench estimate-vtab --device "$DEVICE" "${EST_KEYS[@]}" --out "$OUT/estimate" --quiet
 
 step bench "$PY" -m petlbench bench --device "$DEVICE" --dtype bf16 "${BENCH_KEYS[@]}" --out "$OUT/bench" --quiet
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Callable
 
 import numpy as np
 
@@ -309,45 +310,94 @@ def mini_searches(quick: bool = False) -> list[tuple[str, str, dict]]:
     return [(t, m, dict(extra)) for t in TASKS.names() if TASKS.get(t).benchmark == "mini" for m in SEARCHED]
 
 
+def default_jobs() -> int:
+    """Runs side by side by default: one per CPU this process may use."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def _one_thread() -> None:
+    """Every mini run computes on one thread, whatever the machine: torch's CPU kernels may sum in another order
+    with another thread count (the losses differ in the 8th digit), so one thread keeps each run, and the table,
+    the same on every machine and for any number of runs side by side."""
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def _side_by_side(calls: list[tuple[Callable, tuple]], jobs: int, stage: str, progress=None) -> list:
+    """`fn(*args)` for each `(fn, args)` of `calls` (sweep.run_one, search.search_one: (status, reason)), `jobs` at
+    a time in one-thread worker processes (spawned: a forked torch that has computed may hang in its thread pool),
+    or here, one after another, when `jobs` is 1; a call that raises gives ("failed", reason). The results are in
+    the order of `calls`; the pool starts them in that order.
+
+    A pool of the standard library rather than the sweep's submitit "local" executor: that one starts every job
+    at once (submitit/local/local.py, `LocalExecutor._submit_command`, with no array parallelism), and submitit
+    is an optional extra."""
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from multiprocessing import get_context
+
+    import torch
+
+    out: list = [None] * len(calls)
+    if progress:
+        progress(stage, 0, len(calls))
+    if jobs <= 1 or len(calls) <= 1:
+        threads = torch.get_num_threads()
+        _one_thread()
+        try:
+            for i, (fn, args) in enumerate(calls):
+                try:
+                    out[i] = fn(*args)
+                except Exception as e:  # search_one returns a PETLBenchError as "failed"; others, as a pool's
+                    out[i] = ("failed", f"{type(e).__name__}: {e}")
+                if progress:
+                    progress(stage, i + 1, len(calls))
+        finally:
+            torch.set_num_threads(threads)
+        return out
+    with ProcessPoolExecutor(min(jobs, len(calls)), mp_context=get_context("spawn"), initializer=_one_thread) as pool:
+        futures = {pool.submit(fn, *args): i for i, (fn, args) in enumerate(calls)}
+        for done, future in enumerate(as_completed(futures), 1):
+            i = futures[future]
+            try:
+                out[i] = future.result()
+            except Exception as e:  # raised in the call, or its worker died (killed, out of memory)
+                out[i] = ("failed", f"{type(e).__name__}: {e}")
+            if progress:
+                progress(stage, done, len(calls))
+    return out
+
+
 def run_mini(store, out_dir: str, results_dir: str, quick: bool = False, data_root: str | None = None,
-             progress=None) -> tuple[list[str], list[str]]:
-    """Run what the store lacks of the plan (through `run.execute`, as any benchmark), then write
-    results_dir/mini/mini.{md,tex,csv} and the accuracy vs parameters plot from the store's mini records.
-    Returns (written paths, failures)."""
+             progress=None, jobs: int | None = None) -> tuple[list[str], list[str]]:
+    """Run what the store lacks of the plan and the searches (each run as a sweep runs it, `sweep.run_one`, each
+    search as `search.search_one`), `jobs` side by side (default: one per CPU; each on one thread, `_one_thread`),
+    then write results_dir/mini/mini.{md,tex,csv} and the accuracy vs parameters plot from the store's mini
+    records. Returns (written paths, failures)."""
     import logging
 
     from petlbench.report import write_plots, write_tables
-    from petlbench.run import execute, resolve
-    from petlbench.search import SearchSpace, run_search
+    from petlbench.search import SearchSpace, search_one
+    from petlbench.sweep import run_one
     from petlbench.tables import run_frame
 
     log = logging.getLogger(__name__)
     root = generate(data_root)
-    plan = mini_plan(quick)
-    failed = []
-    for i, (task, method, over) in enumerate(plan):
-        if progress:
-            progress("mini runs", i, len(plan))
-        spec = resolve(task, method, {**over, "device": "cpu", "num_workers": 0})
-        try:
-            execute(spec, root, store, out_dir)
-        except (PETLBenchError, RuntimeError) as e:  # execute recorded it as failed; the benchmark goes on
-            failed.append(f"{task} {method}: {e}")
-            log.warning("run failed: %s %s: %s", task, method, e)
-    if progress:
-        progress("mini runs", len(plan), len(plan))
-    searches = mini_searches(quick)
-    for i, (task, method, over) in enumerate(searches):
-        if progress:
-            progress("mini searches", i, len(searches))
-        try:
-            run_search(task, method, {**over, "device": "cpu", "num_workers": 0}, SearchSpace.from_mapping(
-                dict(MINI_SPACE)), root, store.root, out_dir)
-        except (PETLBenchError, RuntimeError) as e:
-            failed.append(f"{task} {method} search: {e}")
-            log.warning("search failed: %s %s: %s", task, method, e)
-    if progress:
-        progress("mini searches", len(searches), len(searches))
+    fixed = {"device": "cpu", "num_workers": 0}  # decoding in the run's own process, on its one thread
+    space = SearchSpace.from_mapping(dict(MINI_SPACE))
+    searches, plan = mini_searches(quick), mini_plan(quick)
+    # The searches (five runs each) first, so that no long one is left to run alone at the end. retry_failed: a
+    # run recorded as failed is run again, as `run.execute` alone would.
+    calls = ([(search_one, (t, m, {**o, **fixed}, space, root, store.root, out_dir, True)) for t, m, o in searches]
+             + [(run_one, (t, m, {**o, **fixed}, root, store.root, out_dir, True)) for t, m, o in plan])
+    names = [f"{t} {m} search" for t, m, _ in searches] + [f"{t} {m}" for t, m, _ in plan]
+    statuses = _side_by_side(calls, default_jobs() if jobs is None else jobs, "mini runs", progress)
+    failed = [f"{name}: {reason}" for name, (status, reason) in zip(names, statuses) if status == "failed"]
+    for line in failed:
+        log.warning("failed: %s", line)
     frame = run_frame(r for r in store.records() if r.get("benchmark") == "mini")
     paths = write_tables(frame, results_dir, only=("mini",)) + write_plots(frame, results_dir, only=("mini",))
     if failed:
@@ -360,13 +410,15 @@ def _configure(parser) -> None:
     parser.add_argument("--data-root", default=None,
                         help="where to generate the data (default: ~/.cache/petlbench/mini)")
     parser.add_argument("--quick", action="store_true", help="2 epochs per run: a smoke test, not a result")
+    parser.add_argument("--jobs", type=int, default=None,
+                        help="runs side by side, each on one CPU thread (default: one per CPU)")
 
 
 def _command(args, ui) -> int:
     """`petlbench mini`: the runs, then the table on stdout (unless --quiet) and the files written."""
     try:
         paths, failed = run_mini(ui.store(), args.out, args.results, quick=args.quick, data_root=args.data_root,
-                                 progress=ui.progress)
+                                 progress=ui.progress, jobs=args.jobs)
     finally:
         ui.close()
     if not args.quiet:

@@ -125,6 +125,8 @@ def read_published(reference_dir: str):
 # --- `petlbench estimate-vtab`: a whole VTAB-1k run's time from measured costs ---------------------------------
 def _configure_estimate(parser) -> None:
     parser.add_argument("--method", default="repadapter")
+    parser.add_argument("--backbone", default="vit_base_patch16_224",
+                        help="timm model name, as VTAB-1k runs it at 224 px (default: %(default)s)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--amp", choices=["auto", "bf16", "fp16", "off"], default="auto")
     parser.add_argument("--batch-size", type=int, default=64)
@@ -150,23 +152,30 @@ def _estimate(args, ui) -> int:
 
     from petlbench.api import get_method
     from petlbench.atomic import atomic_write_text as write_text
+    from petlbench.backbones import check_backbone
     from petlbench.measure import environment, time_estimate
 
     get_method(args.method)
+    check_backbone(args.backbone)
     ui.check_device(args.device)
     try:
         est = time_estimate(estimate_sizes(), args.method, args.device, args.amp, args.batch_size, args.eval_batch_size,
-                            steps=args.steps, decode_workers=args.decode_workers, progress=ui.progress)
+                            steps=args.steps, decode_workers=args.decode_workers, backbone=args.backbone,
+                            progress=ui.progress)
     finally:
         ui.close()
     est["environment"] = environment(args.device, args.amp)
     est["command"] = "petlbench " + " ".join(shlex.quote(a) for a in args.argv)
     os.makedirs(args.out, exist_ok=True)
-    path = os.path.join(args.out, f"vtab_estimate_{args.method}_{args.device.replace(':', '')}.json")
+    stem = f"vtab_estimate_{args.method}_{args.device.replace(':', '')}"
+    if args.backbone != "vit_base_patch16_224":  # the default keeps its file name
+        stem += "_" + args.backbone.replace(":", "_")
+    path = os.path.join(args.out, stem + ".json")
     write_text(path, json.dumps(est, indent=1) + "\n")
     t = est["totals_s"]
     decode = est["decode_s_per_image"].values()
-    ui.say(f"VTAB-1k, {args.method}, {args.device} amp={args.amp}: train step (batch {args.batch_size}) "
+    ui.say(f"VTAB-1k, {args.backbone} {args.method}, {args.device} amp={args.amp}: train step "
+           f"(batch {args.batch_size}) "
            f"{est['train_step_s'] * 1e3:.0f} ms, eval {est['eval_s_per_image'] * 1e3:.2f} ms/image, decode "
            f"{min(decode) * 1e3:.2f}-{max(decode) * 1e3:.2f} ms/image on {args.decode_workers} workers")
     ui.say(f"estimate: decode {t['decode_s'] / 60:.1f} min + train {t['train_s'] / 60:.1f} min + test evaluations "

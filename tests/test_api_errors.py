@@ -141,3 +141,15 @@ def test_cli_user_errors_are_one_line(args, message):
     assert "Traceback" not in r.stderr
     lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and lines[0].startswith("petlbench: error: ") and message in lines[0], r.stderr
+
+
+def test_overrides_may_follow_options_and_unknown_options_still_fail(capsys):
+    from petlbench.cli import main
+
+    # argparse alone takes one run of positionals: `weight_decay=0.3` after `--dry-run` was "unrecognized"
+    assert main(["run", "--task", "mini/digits", "--method", "bitfit", "lr=0.1", "--dry-run", "weight_decay=0.3"]) == 0
+    rows = {ln.split()[0]: ln.split() for ln in capsys.readouterr().out.splitlines() if ln.strip()}
+    assert rows["lr"][1:] == ["0.1", "override"] and rows["weight_decay"][1:] == ["0.3", "override"]
+    with pytest.raises(SystemExit) as e:
+        main(["run", "--task", "mini/digits", "--method", "bitfit", "lr=0.1", "--dry-run", "--bogus"])
+    assert e.value.code == 2 and "unrecognized arguments: --bogus" in capsys.readouterr().err

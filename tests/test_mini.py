@@ -78,7 +78,7 @@ def test_quick_driver_writes_table_and_plot(root, tmp_path, monkeypatch):
     assert any(p.endswith("mini.tex") for p in paths)
 
 
-def test_plan_runs_every_method_the_tiny_vit_supports_and_no_other():
+def test_plan_runs_every_method_the_tiny_vit_supports_but_peft():
     import petlbench
     from petlbench.tasks import mini as driver
 
@@ -90,3 +90,14 @@ def test_plan_runs_every_method_the_tiny_vit_supports_and_no_other():
     assert len(noah) == 4 and all(o.get("weights") != "none" and o["search.max_epochs"] == 5 for o in noah)
     assert {(t, m) for t, m, _ in driver.mini_searches()} == {(t, m) for t in {t for t, _, _ in driver.mini_plan()}
                                                             for m in ("bitfit", "linear")}
+
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_runs_side_by_side_compute_on_one_thread_each_and_keep_their_order(jobs):
+    threads, seen = torch.get_num_threads(), []
+    calls = [(torch.get_num_threads, ()), (int, ("x",)), (torch.get_num_threads, ())]  # picklable, for a worker
+    out = mini._side_by_side(calls, jobs, "runs", lambda *a: seen.append(a))
+    assert out == [1, ("failed", "ValueError: invalid literal for int() with base 10: 'x'"), 1]
+    assert seen[0] == ("runs", 0, 3) and seen[-1] == ("runs", 3, 3)
+    assert torch.get_num_threads() == threads  # this process's own setting is given back

@@ -132,7 +132,7 @@ def test_kill_9_at_any_moment_then_restart_finishes_the_sweep(root, tmp_path):
     assert not [f for _, _, fs in os.walk(out) for f in fs if f.endswith(".resume.pt")]
 
 
-def test_submitit_local_executor(root, tmp_path):
+def test_submitit_local_executor(root, tmp_path, caplog):
     pytest.importorskip("submitit")
     path = _file(tmp_path, "tasks: [mini/clevr_count]\nmethods: [linear, bitfit]\n" + QUICK)
     s = run_sweep(path, root, str(tmp_path / "s"), str(tmp_path / "o"), executor="local",
@@ -140,9 +140,14 @@ def test_submitit_local_executor(root, tmp_path):
     assert len(s.submitted) == 2 and s.ran == 2 and not s.failed, s.lines()
     recs = _records(str(tmp_path / "s"))
     assert sorted(r["method"] for r in recs) == ["bitfit", "linear"] and {r["status"] for r in recs} == {"ok"}
-    again = run_sweep(path, root, str(tmp_path / "s"), str(tmp_path / "o"), executor="local",
-                      executor_options={"folder": str(tmp_path / "jobs" / "%j")})
+    with caplog.at_level("INFO", logger="petlbench.sweep"):  # what `petlbench -v sweep` shows per skipped run
+        again = run_sweep(path, root, str(tmp_path / "s"), str(tmp_path / "o"), executor="local",
+                          executor_options={"folder": str(tmp_path / "jobs" / "%j")})
     assert again.already_done == 2 and not again.submitted
+    skipped = [r.getMessage() for r in caplog.records if "already in the store" in r.getMessage()]
+    assert len(skipped) == 2 and all(any(m.startswith(f"mini/clevr_count {r['method']} ") and
+                                         m.endswith(f": already in the store (hash {r['config_hash']}), skipped")
+                                         for m in skipped) for r in recs), skipped
     json.dumps(s.lines())
 
 
