@@ -186,6 +186,7 @@ def run_search(task: str, method: str, overrides: dict[str, Any], space: SearchS
     and the final run; every finished run is taken from the store. Raises ConfigError for a search the task's
     protocol cannot run (no selection field, an unknown key) before anything trains. `dry`: run nothing, raise
     _NotInStore at the first run the store lacks."""
+    from . import distributed
     from .spec import resolve
     from .store import ResultStore
     from .sweep import run_one
@@ -245,7 +246,8 @@ def run_search(task: str, method: str, overrides: dict[str, Any], space: SearchS
         if dry:
             raise _NotInStore(rec["config_hash"])
         rec["search"] = summary
-        store.append(rec)
+        if distributed.is_main():  # every process of a multi-process job ran the search; one writes
+            store.append(rec)
     outcome.final = rec
     say(f"chose {_point_text(best.point)} (val {best.score:.2f}); test top-1 {rec['value']:.2f}")
     return outcome

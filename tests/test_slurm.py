@@ -143,3 +143,20 @@ def test_debug_executor_runs_the_jobs_in_this_process(root, tmp_path, caplog):
     (rec,) = _records(str(tmp_path / "s"))
     assert rec["world_size"] == 1
     assert any(r.name == "petlbench.run" and TASK in r.getMessage() for r in caplog.records)  # logged here
+
+
+def test_local_job_of_two_gpus_runs_a_search_as_two_process_runs(root, tmp_path, monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    path = tmp_path / "tune.yaml"  # a `tune:` sweep: one job per search, its trials and final run inside the job
+    path.write_text(f"tasks: [{TASK}]\nmethods: [linear]\ntune: {{lr: [0.002, 0.02]}}\n"
+                    f"overrides: {json.dumps(OVERRIDES)}\n")
+    folder = tmp_path / "jobs"
+    s = run_sweep(str(path), root, str(tmp_path / "s"), str(tmp_path / "o"), executor="local",
+                  executor_options={"gpus": 2, "timeout_min": 5, "folder": str(folder / "%j")})
+    assert s.ran == 1 and not s.failed, (s.lines(), [open(os.path.join(d, f)).read()[-2000:]
+                                                     for d, _, fs in os.walk(folder) for f in fs if "_log." in f])
+    recs = _records(str(tmp_path / "s"))
+    assert len(recs) == 3 and {r["status"] for r in recs} == {"ok"}  # 2 trials + the final run, each once
+    assert {r["world_size"] for r in recs} == {2}  # every run of the search joined both processes
+    (final,) = [r for r in recs if r.get("search")]
+    assert [t["status"] for t in final["search"]["trials"]] == ["ok", "ok"]
