@@ -84,6 +84,9 @@ def test_peft_lora_is_petlbench_fused_lora():
 @pytest.mark.parametrize("tuner,config,marker", [
     ("ia3", {"target_modules": ["qkv", "fc2"], "feedforward_modules": ["fc2"]}, ".ia3_l."),
     ("LoHa", {"r": 4, "target_modules": ["qkv"]}, ".hada_"),
+    ("lokr", {"r": 4, "target_modules": ["qkv"]}, ".lokr_"),
+    ("oft", {"oft_block_size": 4, "target_modules": ["qkv"]}, ".oft_"),
+    ("boft", {"boft_block_size": 4, "target_modules": ["qkv"]}, ".boft_"),  # (PEFT warns: no CUDA extension)
 ])
 def test_other_tuners_build_train_and_merge(tuner, config, marker):
     torch.manual_seed(0)
