@@ -17,7 +17,7 @@ from petlbench.engine import EvalSet, Execution, TensorBatches, train
 from petlbench.errors import ConfigError
 from petlbench.run import resolve
 
-from tiny import build
+from tiny import build, list_folder
 
 EPOCHS, BATCH, N = 2, 8, 24  # 3 steps per epoch
 
@@ -122,19 +122,7 @@ def test_nothing_is_drawn_when_the_stream_is_not_a_terminal():
 def small_root(tmp_path):
     """mini/dsprites_loc's layout (list files of `path label` lines) with 24 random 32x32 images per list: a run
     of one epoch takes a few steps."""
-    import numpy as np
-    from PIL import Image
-
-    folder = tmp_path / "data" / "dsprites_loc"
-    (folder / "images").mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    lines = []
-    for i in range(24):
-        Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(folder / "images" / f"{i}.png")
-        lines.append(f"images/{i}.png {i % 8}\n")
-    for split in ("train", "val", "trainval", "test"):
-        (folder / f"{split}.txt").write_text("".join(lines))
-    return str(tmp_path / "data")
+    return list_folder(tmp_path / "data", "dsprites_loc", 8, {s: (0, 24) for s in ("train", "val", "trainval", "test")})
 
 
 def _petlbench_info(caplog) -> list[str]:

@@ -9,13 +9,13 @@ import logging
 import os
 import pickle
 
-import numpy as np
 import pytest
-from PIL import Image
 
 from petlbench.errors import ConfigError
 from petlbench.resume import ResumeFile
 from petlbench.sweep import SweepJob, executor_parameters, lock_path, run_one, run_sweep, sbatch_options
+
+from tiny import list_folder
 
 submitit = pytest.importorskip("submitit")
 
@@ -26,17 +26,8 @@ OVERRIDES = {"epochs": 1, "eval_every": 1, "warmup_epochs": 0, "device": "cpu", 
 @pytest.fixture(scope="module")
 def root(tmp_path_factory):
     """A mini task's folder layout with 16 training and 8 test images (the generated set holds 1,000)."""
-    root = tmp_path_factory.mktemp("data")
-    folder = root / "clevr_count"
-    (folder / "images").mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    lines = []
-    for i in range(24):
-        Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(folder / "images" / f"{i}.png")
-        lines.append(f"images/{i}.png {i % 4}\n")
-    for split, part in {"train": lines[:12], "val": lines[12:16], "trainval": lines[:16], "test": lines[16:]}.items():
-        (folder / f"{split}.txt").write_text("".join(part))
-    return str(root)
+    return list_folder(tmp_path_factory.mktemp("data"), "clevr_count", 4,
+                       {"train": (0, 12), "val": (12, 16), "trainval": (0, 16), "test": (16, 24)})
 
 
 def _sweep(tmp_path, overrides: dict, methods: str = "linear") -> str:

@@ -74,3 +74,22 @@ if has_open_clip():
     OTHER_VARIANTS["openclip"] = ("openclip:ViT-B-16", OPENCLIP_TINY)
     VARIANTS["openclip"] = OTHER_VARIANTS["openclip"]
     FAMILY["openclip"] = "openclip"
+
+
+def list_folder(root, name: str, classes: int, splits: dict[str, tuple[int, int]], n: int = 24) -> str:
+    """A VTAB-format task folder `root/name`: `n` random 32x32 PNGs under images/, image i labelled i % classes,
+    and one list file per split of `splits` (split -> (first, stop) image indices, as `lines[first:stop]`).
+    Returns `root` as a string."""
+    import numpy as np
+    from PIL import Image
+
+    folder = root / name
+    (folder / "images").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    lines = []
+    for i in range(n):
+        Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(folder / "images" / f"{i}.png")
+        lines.append(f"images/{i}.png {i % classes}\n")
+    for split, (first, stop) in splits.items():
+        (folder / f"{split}.txt").write_text("".join(lines[first:stop]))
+    return str(root)
