@@ -27,6 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from .benchmark import of as benchmark_of
+from .config import cache_dir
 from .data import DataError, Sample, deferred_file_checks, load_rgb
 from .errors import ConfigError
 from .task import Task
@@ -134,8 +135,7 @@ def _sources(samples: Sequence[Sample]) -> list[str]:
 
 # --- opening files ------------------------------------------------------------------------------------------
 def default_cache_path() -> str:
-    base = os.environ.get("PETLBENCH_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "petlbench")
-    return os.path.join(base, "check.sqlite")
+    return cache_dir("check.sqlite")
 
 
 class PassCache:

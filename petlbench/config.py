@@ -7,12 +7,20 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import typing
 from collections.abc import Mapping
 from typing import Any, Literal, get_args, get_origin, get_type_hints
 
 from .errors import ConfigError
 from .registry import did_you_mean
+
+
+def cache_dir(*parts: str) -> str:
+    """petlbench's cache folder joined with `parts`: $PETLBENCH_CACHE, else ~/.cache/petlbench (the mini data, the
+    decoded-split cache, check-data's memory of checked files)."""
+    base = os.environ.get("PETLBENCH_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "petlbench")
+    return os.path.join(base, *parts)
 
 
 @dataclasses.dataclass

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from .config import cache_dir
 from .data import BadImages, DataError, OnBad, Sample, WorkerFailure, bad_input, load_rgb
 
 log = logging.getLogger(__name__)
@@ -128,8 +129,7 @@ def decode_cache_dir() -> str | None:
         return None
     if chosen:
         return chosen
-    base = os.environ.get("PETLBENCH_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "petlbench")
-    return os.path.join(base, "decoded")
+    return cache_dir("decoded")
 
 
 def decode_cache_key(samples: Sequence[Sample], size: int, interpolation: str = "bicubic", on_bad: OnBad = "fail",

@@ -21,6 +21,7 @@ from collections.abc import Callable
 import numpy as np
 
 from petlbench.benchmark import BENCHMARKS, Benchmark, Command
+from petlbench.config import cache_dir
 from petlbench.errors import PETLBenchError
 from petlbench.task import TASKS, ClassificationProtocol, Task
 
@@ -45,8 +46,7 @@ PROTOCOL = ClassificationProtocol(
 def default_root() -> str:
     """Where the mini data is generated unless a data root is given: $PETLBENCH_CACHE/mini or
     ~/.cache/petlbench/mini."""
-    base = os.environ.get("PETLBENCH_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "petlbench")
-    return os.path.join(base, "mini")
+    return cache_dir("mini")
 
 
 # --- procedural drawing (numpy only, antialiased by 4x supersampling) -------------------------------------
