@@ -245,21 +245,29 @@ def write_tables(frame, results_dir: str, search: tuple[str, ...] = (), referenc
     return paths
 
 
+def plot_table(benchmark: str, table, out: str) -> list[str]:
+    """The plots of one of `benchmark`'s tables, drawn into the folder `out`: its `Benchmark.plots`, or by default
+    accuracy vs parameters. Returns the paths written."""
+    from . import plots
+    from .benchmark import get
+
+    draw = get(benchmark).plots
+    if draw is not None:
+        return draw(table, out)
+    return plots.accuracy_vs_params(table, os.path.join(out, f"{table.name}_accuracy_vs_params"))
+
+
 def write_plots(frame, results_dir: str, search: tuple[str, ...] = (), reference_dir: str | None = None,
                 only: tuple[str, ...] = ()) -> list[str]:
     """Each benchmark's plots (`Benchmark.plots`; default accuracy vs parameters), latency vs batch size per
     efficiency run."""
     from . import plots
-    from .benchmark import get
 
     paths = []
     for sub, table in suite_tables(frame, search, reference_dir):
         if only and sub not in only:
             continue
-        out = os.path.join(results_dir, sub)
-        draw = get(sub).plots
-        paths += (draw(table, out) if draw is not None else
-                  plots.accuracy_vs_params(table, os.path.join(out, f"{table.name}_accuracy_vs_params")))
+        paths += plot_table(sub, table, os.path.join(results_dir, sub))
     if only and "efficiency" not in only:
         return paths
     for stem, df, meta in efficiency_sources(os.path.join(results_dir, "efficiency")):

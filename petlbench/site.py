@@ -328,9 +328,8 @@ def write_site(records: Iterable[dict], out_dir: str, search: tuple[str, ...] = 
     where benchmarks read their extra columns (video: latency). Plots are drawn from the same tables by each
     benchmark's own plot function (`Benchmark.plots`, as `petlbench plot`), when matplotlib is installed and
     `plots`. Unreadable records go to `problems` (a store.StoreProblems), as for `petlbench table`."""
-    from . import plots as P
     from .benchmark import get
-    from .report import efficiency_sources, suite_tables
+    from .report import efficiency_sources, plot_table, suite_tables
     from .tables import collapse_search, efficiency_table, finished, run_frame
 
     records = list(records)
@@ -365,9 +364,7 @@ def write_site(records: Iterable[dict], out_dir: str, search: tuple[str, ...] = 
                              + _records_table(recs, "../"))
             parts.append(f"<h2>{esc(table.title)}</h2>\n" + table_html(table, tid, links))
             if draw_plots:
-                draw = bench.plots
-                made = (draw(table, out) if draw is not None else
-                        P.accuracy_vs_params(table, os.path.join(out, f"{table.name}_accuracy_vs_params")))
+                made = plot_table(sub, table, out)
                 paths += made
                 parts.append(_figures(made, out))
             parts.append(_notes(table))
