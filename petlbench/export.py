@@ -351,7 +351,7 @@ def _peft_method_adapter(model: nn.Module, tensors: dict[str, torch.Tensor]):
     adapter = {}
     for name in [n for n in tensors if n not in head]:
         site = next((w for w in wrappers if name.startswith(f"{w}.base.")), None)
-        adapter[name if site is None else f"{site}.{name[len(site) + 6:]}"] = tensors.pop(name)
+        adapter[name if site is None else f"{site}.{name.removeprefix(f'{site}.base.')}"] = tensors.pop(name)
     return method_of(model).peft_config(model.petl.family), adapter
 
 

@@ -575,15 +575,14 @@ def executor_parameters(executor: str, opts: dict[str, Any]) -> dict[str, Any]:
         raise ConfigError(f"--gpus {gpus}: expected 0 or more GPUs per job")
     params: dict[str, Any] = {"timeout_min": int(opts.get("timeout_min", 24 * 60)),
                               "gpus_per_node": gpus, "tasks_per_node": max(gpus, 1),
-                              "cpus_per_task": int(opts.get("cpus", 8 if executor == "slurm" else 1))}
+                              "cpus_per_task": int(opts.get("cpus", 8 if executor == "slurm" else 1)),
+                              "slurm_array_parallelism": int(opts.get("parallel", 16))}
     if executor == "slurm":
-        params.update(nodes=1, slurm_array_parallelism=int(opts.get("parallel", 16)))
+        params["nodes"] = 1
         params.update({name: opts[key] for key, name in SLURM_OPTIONS.items() if opts.get(key)})
         extra = sbatch_options(opts.get("sbatch"))
         if extra:
             params["slurm_additional_parameters"] = extra
-    else:
-        params["slurm_array_parallelism"] = int(opts.get("parallel", 16))
     return params
 
 
